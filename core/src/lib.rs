@@ -1,0 +1,3 @@
+//! rfunc's pure core: everything that can be built and tested without a server.
+
+pub mod payload;

@@ -1,0 +1,40 @@
+//! rfunc: Valkey Functions as a loadable module.
+//!
+//! This file is the module's table of contents: the `valkey_module!` declaration with its commands,
+//! data types and hooks. Everything else lives in the modules below.
+
+pub mod alloc;
+
+use valkey_module::{valkey_module, Context, Status, ValkeyString};
+
+pub const MODULE_NAME: &str = "rfunc";
+
+/// Module version as MODULE LIST reports it: major*10000 + minor*100 + patch of the package version.
+pub const MODULE_VERSION: i32 = version_number(env!("CARGO_PKG_VERSION"));
+
+const fn version_number(v: &str) -> i32 {
+    let b = v.as_bytes();
+    let (mut parts, mut cur, mut i) = ([0i32; 3], 0usize, 0usize);
+    while i < b.len() && cur < 3 {
+        match b[i] {
+            b'.' => cur += 1,
+            d @ b'0'..=b'9' => parts[cur] = parts[cur] * 10 + (d - b'0') as i32,
+            _ => break,
+        }
+        i += 1;
+    }
+    parts[0] * 10000 + parts[1] * 100 + parts[2]
+}
+
+fn init(_ctx: &Context, _args: &[ValkeyString]) -> Status {
+    Status::Ok
+}
+
+valkey_module! {
+    name: MODULE_NAME,
+    version: MODULE_VERSION,
+    allocator: (alloc::RfuncAlloc, alloc::RfuncAlloc),
+    data_types: [],
+    init: init,
+    commands: [],
+}
