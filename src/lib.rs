@@ -1,9 +1,16 @@
 //! rfunc: Valkey Functions as a loadable module.
 //!
-//! This file is the module's table of contents: the `valkey_module!` declaration with its commands,
-//! data types and hooks. Everything else lives in the modules below.
+//! This file is the module's table of contents: the `valkey_module!` declaration and its init. Commands are
+//! registered (with their full metadata) by `commands::register`; everything else lives in the modules below.
 
 pub mod alloc;
+mod commands;
+mod config;
+mod engine;
+mod host;
+mod registry;
+mod rm;
+mod runtime;
 
 use valkey_module::{valkey_module, Context, Status, ValkeyString};
 
@@ -26,7 +33,17 @@ const fn version_number(v: &str) -> i32 {
     parts[0] * 10000 + parts[1] * 100 + parts[2]
 }
 
-fn init(_ctx: &Context, _args: &[ValkeyString]) -> Status {
+fn init(ctx: &Context, _args: &[ValkeyString]) -> Status {
+    host::detect(ctx.ctx);
+    config::refresh(ctx.ctx);
+    if let Err(e) = runtime::init() {
+        ctx.log_warning(&format!("cannot start the Lua engine: {e}"));
+        return Status::Err;
+    }
+    if let Err(e) = commands::register(ctx.ctx) {
+        ctx.log_warning(&e);
+        return Status::Err;
+    }
     Status::Ok
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use mlua::{Function, HookTriggers, Lua, Table, Value};
-use rfunc_lua_sys::{HashMode, lua_State};
+use rfunc_lua_sys::{lua_State, HashMode};
 
 /// "set the process-wide mode + create a state" must not interleave between
 /// tests running in parallel.
@@ -109,7 +109,7 @@ fn long_strings_are_fully_hashed() {
 }
 
 #[test]
-fn murmur3_reference_vectors() {
+fn murmur3_every_tail_length_interns() {
     // Standard MurmurHash3_x86_32 vectors are for a fixed seed; this checks the
     // algorithm through hash-dependent behaviour instead: strings of every
     // tail length (0..3 extra bytes) intern and compare correctly.
@@ -142,10 +142,12 @@ fn err_text(lua: &Lua, code: &str, name: &str) -> String {
 }
 
 fn pcall_msg(lua: &Lua, code: &str) -> String {
-    lua.load(format!("local ok, e = pcall(function()\n{code}\nend)\nassert(not ok)\nreturn e"))
-        .set_name("@user_function")
-        .eval()
-        .unwrap()
+    lua.load(format!(
+        "local ok, e = pcall(function()\n{code}\nend)\nassert(not ok)\nreturn e"
+    ))
+    .set_name("@user_function")
+    .eval()
+    .unwrap()
 }
 
 #[test]
@@ -170,7 +172,14 @@ fn readonly_tables() {
     );
     // From C functions: no position.
     assert_eq!(
-        guard.call::<String>((lua.globals().get::<Function>("rawset").unwrap(), lua.globals(), "x", 1)).unwrap(),
+        guard
+            .call::<String>((
+                lua.globals().get::<Function>("rawset").unwrap(),
+                lua.globals(),
+                "x",
+                1
+            ))
+            .unwrap(),
         "Attempt to modify a readonly table"
     );
     assert_eq!(
@@ -186,8 +195,13 @@ fn readonly_tables() {
         "user_function:2: Attempt to modify a readonly table"
     );
     // Reads still work, other tables unaffected.
-    assert!(lua.load("return rawget(_G, 'zz') == nil").eval::<bool>().unwrap());
-    lua.load("local t = {} t.a = 1 setmetatable(t, {}) rawset(t, 'b', 2)").exec().unwrap();
+    assert!(lua
+        .load("return rawget(_G, 'zz') == nil")
+        .eval::<bool>()
+        .unwrap());
+    lua.load("local t = {} t.a = 1 setmetatable(t, {}) rawset(t, 'b', 2)")
+        .exec()
+        .unwrap();
     // A nested table is writable until protected itself.
     lua.load("s.x = 1").exec().unwrap();
     assert!(protect(&lua, &s, true));
@@ -196,12 +210,17 @@ fn readonly_tables() {
         "user_function:2: Attempt to modify a readonly table"
     );
     // table.* library stores go through lua_rawseti.
-    assert_eq!(pcall_msg(&lua, "table.insert(s, 1)"), "Attempt to modify a readonly table");
+    assert_eq!(
+        pcall_msg(&lua, "table.insert(s, 1)"),
+        "Attempt to modify a readonly table"
+    );
     // __newindex is not consulted first.
     protect_globals(&lua, false);
     lua.load("hits = 0").exec().unwrap();
     protect(&lua, &s, false);
-    lua.load("setmetatable(s, {__newindex = function() hits = hits + 1 end})").exec().unwrap();
+    lua.load("setmetatable(s, {__newindex = function() hits = hits + 1 end})")
+        .exec()
+        .unwrap();
     protect(&lua, &s, true);
     assert_eq!(
         pcall_msg(&lua, "s.new_key = 1"),
@@ -222,14 +241,18 @@ fn readonly_tables() {
     assert_eq!(s.get::<Value>("z").unwrap(), Value::Nil);
     // A __newindex chain ending in a read-only table.
     protect_globals(&lua, false);
-    lua.load("p = setmetatable({}, {__newindex = s})").exec().unwrap();
+    lua.load("p = setmetatable({}, {__newindex = s})")
+        .exec()
+        .unwrap();
     assert_eq!(
         pcall_msg(&lua, "p.q = 1"),
         "user_function:2: Attempt to modify a readonly table"
     );
     // Writable again after unmarking.
     assert!(!protect(&lua, &s, false));
-    lua.load("s.y = 2 table.insert(s, 1) p.q = 3").exec().unwrap();
+    lua.load("s.y = 2 table.insert(s, 1) p.q = 3")
+        .exec()
+        .unwrap();
     // Writable again: s.y and p.q now reach s's own __newindex (counts, does
     // not store); table.insert stores raw.
     let got: (i64, Option<i64>, i64, Option<i64>) = lua
@@ -247,10 +270,16 @@ fn bytecode_is_refused_as_syntax_error() {
         .eval()
         .unwrap();
     assert_eq!(f, Value::Nil);
-    assert_eq!(e, "[string \"\x1bLuaQ\"]:1: unexpected symbol near 'char(27)'");
+    assert_eq!(
+        e,
+        "[string \"\x1bLuaQ\"]:1: unexpected symbol near 'char(27)'"
+    );
     let (f, e): (Value, String) = lua.load("return loadstring('\\27Lua')").eval().unwrap();
     assert_eq!(f, Value::Nil);
-    assert_eq!(e, "[string \"\x1bLua\"]:1: unexpected symbol near 'char(27)'");
+    assert_eq!(
+        e,
+        "[string \"\x1bLua\"]:1: unexpected symbol near 'char(27)'"
+    );
     // load() with a reader function: the same.
     let (f, e): (Value, String) = lua
         .load(
@@ -262,7 +291,12 @@ fn bytecode_is_refused_as_syntax_error() {
     assert_eq!(f, Value::Nil);
     assert_eq!(e, "(load):1: unexpected symbol near 'char(27)'");
     // Text still loads.
-    assert_eq!(lua.load("return loadstring('return 1+1')()").eval::<i64>().unwrap(), 2);
+    assert_eq!(
+        lua.load("return loadstring('return 1+1')()")
+            .eval::<i64>()
+            .unwrap(),
+        2
+    );
     // mlua's own loader too (lua_load / luaL_loadbuffer).
     let dumped = lua.create_function(|_, ()| Ok(1)).unwrap();
     drop(dumped);
@@ -272,7 +306,13 @@ fn bytecode_is_refused_as_syntax_error() {
 #[test]
 fn unpack_overflow_guard() {
     let lua = new_lua(HashMode::Murmur3);
-    for args in ["{}, -2^31, 2^31-2", "{}, 1, 2^31-1", "{}, -2^31, 2^31-1", "{}, 0, 2^31-1", "{}, 1, 1e6"] {
+    for args in [
+        "{}, -2^31, 2^31-2",
+        "{}, 1, 2^31-1",
+        "{}, -2^31, 2^31-1",
+        "{}, 0, 2^31-1",
+        "{}, 1, 1e6",
+    ] {
         let e = pcall_msg(&lua, &format!("return unpack({args})"));
         assert!(e.ends_with("too many results to unpack"), "{args}: {e}");
     }
@@ -283,7 +323,12 @@ fn unpack_overflow_guard() {
     assert_eq!(n, 7999);
     let (a, b, c): (i64, i64, Value) = lua.load("return unpack({1, 2}, 1, 3)").eval().unwrap();
     assert_eq!((a, b, c), (1, 2, Value::Nil));
-    assert_eq!(lua.load("return select('#', unpack({}, 5, 4))").eval::<i64>().unwrap(), 0);
+    assert_eq!(
+        lua.load("return select('#', unpack({}, 5, 4))")
+            .eval::<i64>()
+            .unwrap(),
+        0
+    );
     let (x, y): (i64, i64) = lua
         .load("return unpack({[-3] = 7, [-2] = 8}, -3, -2)")
         .eval()
@@ -294,7 +339,10 @@ fn unpack_overflow_guard() {
 #[test]
 fn version_is_lua_5_1() {
     let lua = new_lua(HashMode::Murmur3);
-    assert_eq!(lua.load("return _VERSION").eval::<String>().unwrap(), "Lua 5.1");
+    assert_eq!(
+        lua.load("return _VERSION").eval::<String>().unwrap(),
+        "Lua 5.1"
+    );
 }
 
 #[test]
@@ -304,18 +352,36 @@ fn lexer_long_brackets() {
     assert_eq!(s, "a]]b]=]c");
     let s: String = lua.load("return [[\nline]]").eval().unwrap();
     assert_eq!(s, "line");
-    let s: String = lua.load("--[==[ comment ]] ]==] return 'ok'").eval().unwrap();
+    let s: String = lua
+        .load("--[==[ comment ]] ]==] return 'ok'")
+        .eval()
+        .unwrap();
     assert_eq!(s, "ok");
     // As in the server's fixed lexer, the 5.1 "nesting of [[...]]" error is
     // gone: a nested '[[' is plain text and the first ']]' closes the string.
     let s: String = lua.load("return [[a [[b]]").eval().unwrap();
     assert_eq!(s, "a [[b");
     for (code, msg) in [
-        ("return [==", "[string \"return [==\"]:1: invalid long string delimiter near '[=='"),
-        ("return [=[abc", "[string \"return [=[abc\"]:1: unfinished long string near '<eof>'"),
-        ("--[[abc", "[string \"--[[abc\"]:1: unfinished long comment near '<eof>'"),
-        ("return [=[abc]]", "[string \"return [=[abc]]\"]:1: unfinished long string near '<eof>'"),
-        ("x = ]==]", "[string \"x = ]==]\"]:1: unexpected symbol near ']'"),
+        (
+            "return [==",
+            "[string \"return [==\"]:1: invalid long string delimiter near '[=='",
+        ),
+        (
+            "return [=[abc",
+            "[string \"return [=[abc\"]:1: unfinished long string near '<eof>'",
+        ),
+        (
+            "--[[abc",
+            "[string \"--[[abc\"]:1: unfinished long comment near '<eof>'",
+        ),
+        (
+            "return [=[abc]]",
+            "[string \"return [=[abc]]\"]:1: unfinished long string near '<eof>'",
+        ),
+        (
+            "x = ]==]",
+            "[string \"x = ]==]\"]:1: unexpected symbol near ']'",
+        ),
     ] {
         let (f, e): (Value, String) = lua
             .load(format!("return loadstring({code:?})"))
@@ -349,7 +415,9 @@ fn parser_survives_gc_pressure_on_chunk_name() {
 #[test]
 fn mlua_basics_work() {
     let lua = new_lua(HashMode::Murmur3);
-    let add = lua.create_function(|_, (a, b): (i64, i64)| Ok(a + b)).unwrap();
+    let add = lua
+        .create_function(|_, (a, b): (i64, i64)| Ok(a + b))
+        .unwrap();
     lua.globals().set("add", add).unwrap();
     assert_eq!(lua.load("return add(40, 2)").eval::<i64>().unwrap(), 42);
 
@@ -358,7 +426,10 @@ fn mlua_basics_work() {
         .create_function(|_, ()| -> mlua::Result<()> { Err(mlua::Error::runtime("boom")) })
         .unwrap();
     lua.globals().set("fail", fail).unwrap();
-    let (ok, e): (bool, String) = lua.load("local ok, e = pcall(fail) return ok, tostring(e)").eval().unwrap();
+    let (ok, e): (bool, String) = lua
+        .load("local ok, e = pcall(fail) return ok, tostring(e)")
+        .eval()
+        .unwrap();
     assert!(!ok);
     assert!(e.contains("boom"), "{e}");
 
@@ -371,12 +442,17 @@ fn mlua_basics_work() {
     // Hooks (used for timeouts / kill).
     let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let c2 = count.clone();
-    lua.set_hook(HookTriggers::new().every_nth_instruction(100), move |_, _| {
-        c2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(mlua::VmState::Continue)
-    })
+    lua.set_hook(
+        HookTriggers::new().every_nth_instruction(100),
+        move |_, _| {
+            c2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(mlua::VmState::Continue)
+        },
+    )
     .unwrap();
-    lua.load("local n = 0 for i = 1, 100000 do n = n + i end").exec().unwrap();
+    lua.load("local n = 0 for i = 1, 100000 do n = n + i end")
+        .exec()
+        .unwrap();
     lua.remove_hook();
     assert!(count.load(std::sync::atomic::Ordering::Relaxed) > 100);
 
@@ -404,7 +480,10 @@ fn mlua_basics_work() {
     lua.gc_collect().unwrap();
 
     // Stack overflow is caught.
-    let e = pcall_msg(&lua, "local function r(n) return 1 + r(n + 1) end return r(1)");
+    let e = pcall_msg(
+        &lua,
+        "local function r(n) return 1 + r(n + 1) end return r(1)",
+    );
     assert!(e.ends_with("stack overflow"), "{e}");
 
     // Tables from Rust keep working; string hashing is consistent.
@@ -415,4 +494,18 @@ fn mlua_basics_work() {
     for i in 0..1000 {
         assert_eq!(t.get::<i64>(format!("key{i}")).unwrap(), i);
     }
+}
+
+/// Recorded from a real valkey-server 8.0.1 (`EVAL <this script> 0`): keys
+/// longer than 32 bytes, where stock Lua 5.1 would sample the string.
+#[test]
+fn stock_all_bytes_matches_valkey_8_0_with_long_keys() {
+    let lua = new_lua(HashMode::StockAllBytes);
+    let got: String = lua
+        .load(
+            "local t = {}\n             for i = 1, 40 do t['k' .. i .. string.rep('x', i)] = i end\n             for i = 1, 10 do t[string.rep('ab', 20 + i) .. i] = -i end\n             local out = {}\n             for k, v in pairs(t) do out[#out + 1] = tostring(v) end\n             return table.concat(out, ',')",
+        )
+        .eval()
+        .unwrap();
+    assert_eq!(got, "38,9,6,14,4,21,2,-2,29,17,15,30,26,22,33,19,37,-10,-7,-9,-8,-6,39,28,8,-1,10,12,34,-4,-3,13,1,3,40,-5,35,5,27,32,36,20,31,7,23,18,11,25,16,24");
 }

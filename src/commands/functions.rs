@@ -1,0 +1,332 @@
+//! RFUNC.LOAD / DELETE / FLUSH / LIST / DUMP / RESTORE / STATS / KILL / HELP: parse, call the registry, reply.
+
+use rfunc_core::library::{glob_match, ENGINE_NAME};
+use rfunc_core::payload;
+
+use crate::engine::{self, lua};
+use crate::host;
+use crate::registry::RestorePolicy;
+use crate::rm::{self as api, Ctx};
+use crate::runtime;
+
+/// `ERR unknown subcommand or wrong number of arguments for 'FLUSH'. Try RFUNC.HELP.` — the built-in's text for
+/// a subcommand given too many arguments, naming the command as typed.
+fn too_many_args(ctx: Ctx, argv0: &[u8]) {
+    let typed = String::from_utf8_lossy(argv0);
+    let sub = typed.split_once('.').map(|(_, s)| s).unwrap_or(&typed);
+    api::reply_error(ctx, &format!("ERR unknown subcommand or wrong number of arguments for '{sub}'. Try RFUNC.HELP."));
+}
+
+fn reply_runtime_error(ctx: Ctx, e: &str) {
+    api::reply_error(ctx, e);
+}
+
+fn err_bytes(ctx: Ctx, msg: &[u8]) {
+    api::reply_error_bytes(ctx, &[b"ERR ".as_slice(), msg].concat());
+}
+
+/// Commands from the primary or the AOF replay run without the load timeout (like the built-in).
+fn load_timeout_applies(ctx: Ctx) -> bool {
+    let flags = api::context_flags(ctx);
+    flags & (valkey_module::raw::REDISMODULE_CTX_FLAGS_REPLICATED | valkey_module::raw::REDISMODULE_CTX_FLAGS_LOADING)
+        == 0
+}
+
+pub fn load(ctx: Ctx, argv: &[&[u8]]) {
+    let (code, options) = argv[1..].split_last().expect("arity");
+    for opt in options {
+        if !opt.eq_ignore_ascii_case(b"replace") {
+            api::reply_error_bytes(ctx, &[b"ERR Unknown option given: ".as_slice(), opt].concat());
+            return;
+        }
+    }
+    let replace = !options.is_empty();
+    let timeout = load_timeout_applies(ctx);
+    match runtime::with(|rt| rt.registry.load(&mut rt.engine, ctx, code, replace, timeout)) {
+        Ok(Ok(name)) => {
+            api::reply_bulk(ctx, name.as_bytes());
+            api::replicate_verbatim(ctx);
+        }
+        Ok(Err(msg)) => err_bytes(ctx, &msg),
+        Err(e) => reply_runtime_error(ctx, e),
+    }
+}
+
+pub fn delete(ctx: Ctx, argv: &[&[u8]]) {
+    let name = String::from_utf8_lossy(argv[1]).into_owned();
+    // Valid library names are ASCII: a lossy conversion cannot turn an unknown name into a known one.
+    match runtime::with(|rt| rt.registry.delete(&mut rt.engine, &name)) {
+        Ok(Ok(())) => {
+            api::reply_ok(ctx);
+            api::replicate_verbatim(ctx);
+        }
+        Ok(Err(msg)) => api::reply_error(ctx, &format!("ERR {msg}")),
+        Err(e) => reply_runtime_error(ctx, e),
+    }
+}
+
+pub fn flush(ctx: Ctx, argv: &[&[u8]]) {
+    if argv.len() > 2 {
+        too_many_args(ctx, argv[0]);
+        return;
+    }
+    let asynchronous = match argv.get(1) {
+        Some(m) if m.eq_ignore_ascii_case(b"async") => true,
+        Some(m) if m.eq_ignore_ascii_case(b"sync") => false,
+        Some(_) => {
+            api::reply_error(ctx, "ERR RFUNC.FLUSH only supports SYNC|ASYNC option");
+            return;
+        }
+        None => host::config_is_yes(ctx, "lazyfree-lazy-user-flush").unwrap_or(false),
+    };
+    let r = runtime::with(|rt| -> Result<(), String> {
+        // A fresh engine, like the built-in's FUNCTION FLUSH (shared Lua state such as cjson settings resets).
+        let fresh = engine::LuaEngine::new()?;
+        rt.registry.clear(None);
+        let old = std::mem::replace(&mut rt.engine, fresh);
+        if asynchronous {
+            std::thread::Builder::new()
+                .name("rfunc-flush".into())
+                .spawn(move || drop(old))
+                .map_err(|e| e.to_string())?;
+        } else {
+            drop(old);
+        }
+        Ok(())
+    });
+    match r {
+        Ok(Ok(())) => {
+            api::reply_ok(ctx);
+            api::replicate_verbatim(ctx);
+        }
+        Ok(Err(e)) => api::reply_error(ctx, &format!("ERR {e}")),
+        Err(e) => reply_runtime_error(ctx, e),
+    }
+}
+
+pub fn list(ctx: Ctx, argv: &[&[u8]]) {
+    let mut with_code = false;
+    let mut pattern: Option<&[u8]> = None;
+    let mut i = 1;
+    while i < argv.len() {
+        let a = argv[i];
+        if a.eq_ignore_ascii_case(b"withcode") && !with_code {
+            with_code = true;
+        } else if a.eq_ignore_ascii_case(b"libraryname") && pattern.is_none() {
+            if i + 1 >= argv.len() {
+                api::reply_error(ctx, "ERR library name argument was not given");
+                return;
+            }
+            pattern = Some(argv[i + 1]);
+            i += 1;
+        } else {
+            api::reply_error_bytes(ctx, &[b"ERR Unknown argument ".as_slice(), a].concat());
+            return;
+        }
+        i += 1;
+    }
+    let r = runtime::with(|rt| {
+        let libs: Vec<_> = rt
+            .registry
+            .libraries()
+            .iter()
+            .filter(|l| pattern.is_none_or(|p| glob_match(p, l.name.as_bytes(), true)))
+            .collect();
+        api::reply_array(ctx, libs.len() as i64);
+        for lib in libs {
+            api::reply_map(ctx, if with_code { 4 } else { 3 });
+            api::reply_bulk(ctx, b"library_name");
+            api::reply_bulk(ctx, lib.name.as_bytes());
+            api::reply_bulk(ctx, b"engine");
+            api::reply_bulk(ctx, ENGINE_NAME.as_bytes());
+            api::reply_bulk(ctx, b"functions");
+            api::reply_array(ctx, lib.functions.len() as i64);
+            for f in &lib.functions {
+                api::reply_map(ctx, 3);
+                api::reply_bulk(ctx, b"name");
+                api::reply_bulk(ctx, f.name.as_bytes());
+                api::reply_bulk(ctx, b"description");
+                match &f.description {
+                    Some(d) => api::reply_bulk(ctx, d),
+                    None => api::reply_null(ctx),
+                }
+                api::reply_bulk(ctx, b"flags");
+                let names: Vec<_> = f.flag_names().collect();
+                api::reply_set(ctx, names.len() as i64);
+                for n in names {
+                    api::reply_simple(ctx, n);
+                }
+            }
+            if with_code {
+                api::reply_bulk(ctx, b"library_code");
+                api::reply_bulk(ctx, &lib.code);
+            }
+        }
+    });
+    if let Err(e) = r {
+        reply_runtime_error(ctx, e);
+    }
+}
+
+pub fn dump(ctx: Ctx, _argv: &[&[u8]]) {
+    let compress = host::config_is_yes(ctx, "rdbcompression").unwrap_or(true);
+    let version = host::get().rdb_version();
+    match runtime::with(|rt| {
+        let codes: Vec<&[u8]> = rt.registry.libraries().iter().map(|l| l.code.as_slice()).collect();
+        payload::encode(&codes, version, compress)
+    }) {
+        Ok(p) => api::reply_bulk(ctx, &p),
+        Err(e) => reply_runtime_error(ctx, e),
+    }
+}
+
+pub fn restore(ctx: Ctx, argv: &[&[u8]]) {
+    if argv.len() > 3 {
+        too_many_args(ctx, argv[0]);
+        return;
+    }
+    let policy = match argv.get(2) {
+        None => RestorePolicy::Append,
+        Some(p) if p.eq_ignore_ascii_case(b"append") => RestorePolicy::Append,
+        Some(p) if p.eq_ignore_ascii_case(b"replace") => RestorePolicy::Replace,
+        Some(p) if p.eq_ignore_ascii_case(b"flush") => RestorePolicy::Flush,
+        Some(_) => {
+            api::reply_error(ctx, "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.");
+            return;
+        }
+    };
+    // SPEC rule 5: accept every version a real server writes for this format, plus what the host accepts.
+    let decoded = match payload::decode_with(argv[1], |v| payload::WRITTEN_VERSIONS.contains(&v) || host_accepts(ctx, v))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            api::reply_error(ctx, &format!("ERR {e}"));
+            return;
+        }
+    };
+    let timeout = load_timeout_applies(ctx);
+    match runtime::with(|rt| rt.registry.restore(&mut rt.engine, ctx, decoded.libraries, policy, timeout)) {
+        Ok(Ok(())) => {
+            api::reply_ok(ctx);
+            api::replicate_verbatim(ctx);
+        }
+        Ok(Err(msg)) => err_bytes(ctx, &msg),
+        Err(e) => reply_runtime_error(ctx, e),
+    }
+}
+
+/// The host server's own acceptance rule for a payload version (spec payload.md §2).
+fn host_accepts(ctx: Ctx, v: u16) -> bool {
+    let h = host::get();
+    if h.at_least(9, 0) {
+        let relaxed = host::config_get(ctx, "rdb-version-check").is_some_and(|m| m.eq_ignore_ascii_case(b"relaxed"));
+        if relaxed {
+            v >= 1
+        } else {
+            (1..=11).contains(&v) || v == 80
+        }
+    } else if h.at_least(8, 1) {
+        let relaxed = host::config_get(ctx, "rdb-version-check").is_some_and(|m| m.eq_ignore_ascii_case(b"relaxed"));
+        v <= 11 || (relaxed && v >= 80)
+    } else {
+        v <= 11
+    }
+}
+
+pub fn stats(ctx: Ctx, _argv: &[&[u8]]) {
+    let (libs, fns) = runtime::counts();
+    api::reply_map(ctx, 2);
+    api::reply_bulk(ctx, b"running_script");
+    match lua::running() {
+        Some(run) => {
+            api::reply_map(ctx, 3);
+            api::reply_bulk(ctx, b"name");
+            api::reply_bulk(ctx, run.function.as_bytes());
+            api::reply_bulk(ctx, b"command");
+            api::reply_array(ctx, run.argv.len() as i64);
+            for a in &run.argv {
+                api::reply_bulk(ctx, a);
+            }
+            api::reply_bulk(ctx, b"duration_ms");
+            api::reply_int(ctx, run.start.elapsed().as_millis() as i64);
+        }
+        None => api::reply_null(ctx),
+    }
+    api::reply_bulk(ctx, b"engines");
+    api::reply_map(ctx, 1);
+    api::reply_bulk(ctx, ENGINE_NAME.as_bytes());
+    api::reply_map(ctx, 2);
+    api::reply_bulk(ctx, b"libraries_count");
+    api::reply_int(ctx, libs as i64);
+    api::reply_bulk(ctx, b"functions_count");
+    api::reply_int(ctx, fns as i64);
+}
+
+pub fn kill(ctx: Ctx, _argv: &[&[u8]]) {
+    match lua::running() {
+        None => api::reply_error(ctx, "NOTBUSY No scripts in execution right now."),
+        Some(run) if run.from_primary => api::reply_error(
+            ctx,
+            "UNKILLABLE The busy script was sent by a master instance in the context of replication and cannot be killed.",
+        ),
+        Some(run) if run.wrote => api::reply_error(
+            ctx,
+            "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.",
+        ),
+        Some(_) => {
+            engine::request_kill();
+            api::reply_ok(ctx);
+        }
+    }
+}
+
+const HELP: &[&str] = &[
+    "RFUNC.<subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "LOAD [REPLACE] <FUNCTION CODE>",
+    "    Create a new library with the given library name and code.",
+    "DELETE <LIBRARY NAME>",
+    "    Delete the given library.",
+    "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+    "    Return general information on all the libraries:",
+    "    * Library name",
+    "    * The engine used to run the Library",
+    "    * Functions list",
+    "    * Library code (if WITHCODE is given)",
+    "    It also possible to get only function that matches a pattern using LIBRARYNAME argument.",
+    "STATS",
+    "    Return information about the current function running:",
+    "    * Function name",
+    "    * Command used to run the function",
+    "    * Duration in MS that the function is running",
+    "    If no function is running, return nil",
+    "    In addition, returns a list of available engines.",
+    "KILL",
+    "    Kill the current running function.",
+    "FLUSH [ASYNC|SYNC]",
+    "    Delete all the libraries.",
+    "    When called without the optional mode argument, the behavior is determined by the",
+    "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+    "    * ASYNC: Asynchronously flush the libraries.",
+    "    * SYNC: Synchronously flush the libraries.",
+    "DUMP",
+    "    Return a serialized payload representing the current libraries, can be restored using RFUNC.RESTORE command",
+    "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+    "    Restore the libraries represented by the given payload, it is possible to give a restore policy to",
+    "    control how to handle existing libraries (default APPEND):",
+    "    * FLUSH: delete all existing libraries.",
+    "    * APPEND: appends the restored libraries to the existing libraries. On collision, abort.",
+    "    * REPLACE: appends the restored libraries to the existing libraries, On collision, replace the old",
+    "      libraries with the new libraries (notice that even on this option there is a chance of failure",
+    "      in case of functions name collision with another library).",
+    "HELP",
+    "    Print this help.",
+    "RFUNC.FCALL <FUNCTION NAME> <NUMKEYS> [KEY ...] [ARG ...]",
+    "    Invoke a function (RFUNC.FCALL_RO: a function flagged no-writes, read-only).",
+];
+
+pub fn help(ctx: Ctx, _argv: &[&[u8]]) {
+    api::reply_array(ctx, HELP.len() as i64);
+    for line in HELP {
+        api::reply_simple(ctx, line);
+    }
+}

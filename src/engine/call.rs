@@ -1,0 +1,334 @@
+//! `server.call` / `server.pcall` / `server.acl_check_cmd`: commands called from a function, with the script
+//! semantics the server gives its own engine and a module must rebuild (SPEC rule 6): ACL as the caller,
+//! read-only runs, "already wrote" tracking, OOM after the first write, a SELECT that sticks for the run.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_int;
+
+use mlua_sys as ffi;
+use mlua_sys::lua_State;
+use rfunc_core::fpconv::lua_number_arg;
+use valkey_module::raw;
+
+use super::lua::{push_bytes, push_error_table, running, to_bytes as lua_bytes};
+use crate::host;
+use crate::rm::{self as api, reply};
+
+/// What rfunc needs to know about a command (from `COMMAND INFO`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CommandFlags {
+    pub write: bool,
+    pub may_replicate: bool,
+    pub container: bool,
+}
+
+thread_local! {
+    static COMMANDS: RefCell<HashMap<Vec<u8>, Option<CommandFlags>>> = RefCell::new(HashMap::new());
+}
+
+/// Forgets cached command flags (after MODULE LOAD / UNLOAD the command table may change).
+pub fn clear_command_cache() {
+    COMMANDS.with(|c| c.borrow_mut().clear());
+}
+
+fn command_info(ctx: api::Ctx, name: &[u8]) -> Option<CommandFlags> {
+    let key = name.to_ascii_lowercase();
+    if let Some(hit) = COMMANDS.with(|c| c.borrow().get(&key).copied()) {
+        return hit;
+    }
+    let r = api::call_simple(ctx, "COMMAND", &[b"INFO", &key]);
+    let mut found = None;
+    if !r.0.is_null() && reply::kind(r.0) == reply::ARRAY && reply::len(r.0) == 1 {
+        let info = reply::array_elem(r.0, 0);
+        if reply::kind(info) == reply::ARRAY && reply::len(info) >= 3 {
+            let mut f = CommandFlags::default();
+            let flags = reply::array_elem(info, 2);
+            for i in 0..reply::len(flags) {
+                match reply::bytes(reply::array_elem(flags, i)) {
+                    b"write" => f.write = true,
+                    b"may_replicate" => f.may_replicate = true,
+                    _ => {}
+                }
+            }
+            if reply::len(info) >= 10 {
+                let subs = reply::array_elem(info, 9);
+                f.container = reply::kind(subs) == reply::ARRAY && reply::len(subs) > 0;
+            }
+            found = Some(f);
+        }
+    }
+    drop(r);
+    COMMANDS.with(|c| c.borrow_mut().insert(key, found));
+    found
+}
+
+/// Flags of `argv` (a container command's flags come from its subcommand).
+pub fn flags_of(ctx: api::Ctx, argv: &[Vec<u8>]) -> Option<CommandFlags> {
+    let top = command_info(ctx, &argv[0])?;
+    if top.container && argv.len() > 1 {
+        let full = [argv[0].as_slice(), b"|", &argv[1]].concat();
+        return command_info(ctx, &full).or(Some(top));
+    }
+    Some(top)
+}
+
+/// Reads the arguments of a call from the Lua stack. Err(message) for a bad argument.
+unsafe fn lua_args(l: *mut lua_State) -> Result<Vec<Vec<u8>>, &'static [u8]> {
+    let argc = ffi::lua_gettop(l);
+    if argc == 0 {
+        return Err(b"ERR Please specify at least one argument for this call");
+    }
+    let mut argv = Vec::with_capacity(argc as usize);
+    for i in 1..=argc {
+        match ffi::lua_type(l, i) {
+            ffi::LUA_TSTRING => argv.push(lua_bytes(l, i).unwrap_or_default().to_vec()),
+            ffi::LUA_TNUMBER => argv.push(lua_number_arg(ffi::lua_tonumber(l, i)).into_bytes()),
+            _ => return Err(b"ERR Command arguments must be strings or integers"),
+        }
+    }
+    Ok(argv)
+}
+
+/// Normalises an error text from a called command the way the built-in does, mapping the module API's
+/// refusal texts (told apart by errno) to the script texts the built-in gives.
+fn script_error_text(msg: &[u8], errno: c_int) -> Vec<u8> {
+    let msg = msg.strip_prefix(b"-").unwrap_or(msg);
+    let mut end = msg.len();
+    while end > 0 && (msg[end - 1] == b'\r' || msg[end - 1] == b'\n') {
+        end -= 1;
+    }
+    let msg = &msg[..end];
+    match errno {
+        libc::ESPIPE if msg.starts_with(b"ERR command ") => {
+            return format!("ERR This {} command is not allowed from script", host::get().product_name_in_errors())
+                .into_bytes();
+        }
+        libc::ESPIPE if msg.starts_with(b"MASTERDOWN ") => {
+            return b"ERR Can not execute the command on a stale replica".to_vec();
+        }
+        libc::EINVAL if msg.starts_with(b"ERR wrong number of arguments for") => {
+            return b"ERR Wrong number of args calling command from script".to_vec();
+        }
+        libc::ENOENT if msg.starts_with(b"ERR unknown command") => {
+            return b"ERR Unknown command called from script".to_vec();
+        }
+        libc::EACCES if msg.starts_with(b"NOPERM ") => {
+            return [b"ERR ACL failure in script: ".as_slice(), &msg[7..]].concat();
+        }
+        _ => {}
+    }
+    if !msg.contains(&b' ') {
+        return [b"ERR ".as_slice(), msg].concat();
+    }
+    msg.to_vec()
+}
+
+/// Pushes the error object of a failed call: `{err=..., ignore_error_stats_update=true}`.
+unsafe fn push_call_error(l: *mut lua_State, msg: &[u8]) {
+    push_error_table(l, msg);
+    ffi::lua_pushboolean(l, 1);
+    ffi::lua_setfield(l, -2, c"ignore_error_stats_update".as_ptr());
+}
+
+/// `server.call` (raise = true) and `server.pcall` (raise = false).
+pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
+    let fail = |msg: &[u8]| {
+        push_call_error(l, msg);
+        if raise {
+            Err(())
+        } else {
+            Ok(1)
+        }
+    };
+    let Some(run) = running() else {
+        return fail(b"ERR server.call can only be called inside a script invocation");
+    };
+    let argv = match lua_args(l) {
+        Ok(a) => a,
+        Err(msg) => return fail(msg),
+    };
+    ffi::lua_settop(l, 0);
+    let ctx = run.ctx;
+    let flags = flags_of(ctx, &argv);
+    if run.read_only && flags.is_some_and(|f| f.write || f.may_replicate) {
+        return fail(b"ERR Write commands are not allowed from read-only scripts.");
+    }
+    let mut fmt = String::from("ES");
+    if has_user(ctx) {
+        fmt.push('C');
+    }
+    if !run.allow_oom && !run.wrote {
+        fmt.push('M');
+    }
+    match run.repl {
+        3 => fmt.push('!'),
+        1 => fmt.push_str("!R"),
+        2 => fmt.push_str("!A"),
+        _ => {}
+    }
+    if run.resp3 {
+        fmt.push('3');
+    }
+    let strs: Vec<_> = argv[1..].iter().map(|a| api::create_string(ctx, a)).collect();
+    let (r, errno) = api::call_argv(ctx, &argv[0], &fmt, &strs);
+    for s in strs {
+        api::free_string(ctx, s);
+    }
+    if r.0.is_null() {
+        let msg = script_error_text(b"ERR Unknown command called from script", errno);
+        return fail(&msg);
+    }
+    if reply::kind(r.0) == reply::ERROR {
+        let msg = script_error_text(reply::bytes(r.0), errno);
+        drop(r);
+        return fail(&msg);
+    }
+    if flags.is_some_and(|f| f.write) {
+        run.wrote = true;
+    }
+    if argv[0].eq_ignore_ascii_case(b"select") {
+        // The server's own scripts keep a SELECT for the rest of the run; RM_Call's client does not.
+        if let Some(db) = std::str::from_utf8(&argv[1]).ok().and_then(|s| s.parse::<c_int>().ok()) {
+            api::select_db(ctx, db);
+        }
+    }
+    push_reply(l, r.0, run.resp3, 0);
+    Ok(1)
+}
+
+fn has_user(ctx: api::Ctx) -> bool {
+    unsafe {
+        let name = api::api!(RedisModule_GetCurrentUserName)(ctx);
+        if name.is_null() {
+            return false;
+        }
+        api::free_string(ctx, name);
+        true
+    }
+}
+
+/// A call reply → Lua value (spec lua.md §4.2).
+unsafe fn push_reply(l: *mut lua_State, r: reply::R, resp3: bool, depth: u32) {
+    if ffi::lua_checkstack(l, 5) == 0 || depth > 1000 {
+        push_call_error(l, b"ERR reached lua stack limit");
+        return;
+    }
+    match reply::kind(r) {
+        reply::STRING => {
+            if reply::proto_first_byte(r) == b'+' {
+                ffi::lua_createtable(l, 0, 1);
+                push_bytes(l, reply::bytes(r));
+                ffi::lua_setfield(l, -2, c"ok".as_ptr());
+            } else {
+                push_bytes(l, reply::bytes(r));
+            }
+        }
+        reply::ERROR => push_call_error(l, &script_error_text(reply::bytes(r), 0)),
+        reply::INTEGER => ffi::lua_pushnumber(l, reply::integer(r) as f64),
+        reply::NULL => {
+            if resp3 {
+                ffi::lua_pushnil(l);
+            } else {
+                ffi::lua_pushboolean(l, 0);
+            }
+        }
+        reply::ARRAY => {
+            let n = reply::len(r);
+            ffi::lua_createtable(l, n as c_int, 0);
+            for i in 0..n {
+                push_reply(l, reply::array_elem(r, i), resp3, depth + 1);
+                ffi::lua_rawseti(l, -2, (i + 1) as _);
+            }
+        }
+        reply::MAP => {
+            let n = reply::len(r);
+            ffi::lua_createtable(l, 0, 1);
+            ffi::lua_createtable(l, 0, n as c_int);
+            for i in 0..n {
+                let (k, v) = reply::map_elem(r, i);
+                push_reply(l, k, resp3, depth + 1);
+                push_reply(l, v, resp3, depth + 1);
+                ffi::lua_rawset(l, -3);
+            }
+            ffi::lua_setfield(l, -2, c"map".as_ptr());
+        }
+        reply::SET => {
+            let n = reply::len(r);
+            ffi::lua_createtable(l, 0, 1);
+            ffi::lua_createtable(l, 0, n as c_int);
+            for i in 0..n {
+                push_reply(l, reply::set_elem(r, i), resp3, depth + 1);
+                ffi::lua_pushboolean(l, 1);
+                ffi::lua_rawset(l, -3);
+            }
+            ffi::lua_setfield(l, -2, c"set".as_ptr());
+        }
+        reply::BOOL => ffi::lua_pushboolean(l, reply::boolean(r) as c_int),
+        reply::DOUBLE => {
+            ffi::lua_createtable(l, 0, 1);
+            ffi::lua_pushnumber(l, reply::double(r));
+            ffi::lua_setfield(l, -2, c"double".as_ptr());
+        }
+        reply::BIG_NUMBER => {
+            ffi::lua_createtable(l, 0, 1);
+            push_bytes(l, reply::big_number(r));
+            ffi::lua_setfield(l, -2, c"big_number".as_ptr());
+        }
+        reply::VERBATIM => {
+            let (s, format) = reply::verbatim(r);
+            ffi::lua_createtable(l, 0, 1);
+            ffi::lua_createtable(l, 0, 2);
+            push_bytes(l, s);
+            ffi::lua_setfield(l, -2, c"string".as_ptr());
+            push_bytes(l, format);
+            ffi::lua_setfield(l, -2, c"format".as_ptr());
+            ffi::lua_setfield(l, -2, c"verbatim_string".as_ptr());
+        }
+        _ => ffi::lua_pushnil(l),
+    }
+}
+
+/// `server.acl_check_cmd(cmd, ...)`: may the calling user run this command with these arguments?
+pub unsafe fn acl_check_cmd(l: *mut lua_State) -> Result<c_int, ()> {
+    let Some(run) = running() else {
+        push_error_table(l, b"ERR server.acl_check_cmd can only be called inside a script invocation");
+        return Err(());
+    };
+    let argv = match lua_args(l) {
+        Ok(a) => a,
+        Err(msg) => {
+            push_error_table(l, msg);
+            return Err(());
+        }
+    };
+    let ctx = run.ctx;
+    if flags_of(ctx, &argv).is_none() {
+        push_error_table(l, b"ERR Invalid command passed to server.acl_check_cmd()");
+        return Err(());
+    }
+    let allowed = {
+        let name = api::api!(RedisModule_GetCurrentUserName)(ctx);
+        if name.is_null() {
+            // No user behind the call (a module's RM_Call): nothing restricts it.
+            true
+        } else {
+            let user = api::api!(RedisModule_GetModuleUserFromUserName)(name);
+            api::free_string(ctx, name);
+            if user.is_null() {
+                false
+            } else {
+                let mut strs: Vec<*mut raw::RedisModuleString> = argv.iter().map(|a| api::create_string(ctx, a)).collect();
+                let ok = api::api!(RedisModule_ACLCheckCommandPermissions)(user, strs.as_mut_ptr(), strs.len() as c_int)
+                    == raw::REDISMODULE_OK as c_int;
+                for s in strs {
+                    api::free_string(ctx, s);
+                }
+                api::api!(RedisModule_FreeModuleUser)(user);
+                ok
+            }
+        }
+    };
+    ffi::lua_pushboolean(l, allowed as c_int);
+    Ok(1)
+}

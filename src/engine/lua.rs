@@ -1,0 +1,1124 @@
+//! The Lua engine: one Lua 5.1 state (with the server's patches, see `lua/`) shared by every library, the
+//! sandbox, `server.register_function` at load time, and running a function at call time.
+//!
+//! Everything that touches the Lua stack runs inside a protected call (`lua_pcall` of a C trampoline), so an
+//! out-of-memory or any other Lua error can never reach Lua's panic handler (which would exit the server).
+//! Functions exposed to Lua are C functions written against the raw API, so they can raise any Lua value as an
+//! error (the built-in raises `{err=...}` tables) and be named by Lua's error messages like the built-in's.
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use mlua_sys as ffi;
+use mlua_sys::lua_State;
+use rfunc_core::library::{is_valid_name, FunctionFlags};
+
+use crate::host;
+use crate::rm as api;
+
+/// The chunk name of library code: Lua's messages read `user_function:<line>: ...`.
+const CHUNK_NAME: &CStr = c"@user_function";
+const LOAD_TIMEOUT: Duration = Duration::from_millis(500);
+const HOOK_EVERY: c_int = 100_000;
+
+/// A function registered by a library body.
+pub struct Registered {
+    pub name: String,
+    /// Reference of the callback in the Lua registry.
+    pub callback: c_int,
+    pub description: Option<Vec<u8>>,
+    pub flags: FunctionFlags,
+}
+
+/// Allocation accounting for the state (bytes currently allocated by Lua).
+struct Memory {
+    used: Cell<usize>,
+}
+
+pub struct LuaEngine {
+    l: *mut lua_State,
+    mem: Box<Memory>,
+    // Registry references made once at creation.
+    trampoline: c_int,
+    error_handler: c_int,
+    proxy_meta: c_int,
+    real_globals: c_int,
+    load_api: c_int,
+    calls: u32,
+}
+
+// The engine is only used on the main thread; FLUSH ASYNC moves a retired engine to a thread to free it.
+unsafe impl Send for LuaEngine {}
+
+unsafe extern "C" fn l_alloc(ud: *mut c_void, p: *mut c_void, osize: usize, nsize: usize) -> *mut c_void {
+    let mem = &*(ud as *const Memory);
+    use valkey_module::raw;
+    if nsize == 0 {
+        if !p.is_null() {
+            mem.used.set(mem.used.get().saturating_sub(osize));
+            match raw::RedisModule_Free {
+                Some(f) => f(p),
+                None => libc::free(p),
+            }
+        }
+        return ptr::null_mut();
+    }
+    let np = match raw::RedisModule_Realloc {
+        // zrealloc(NULL, n) allocates.
+        Some(f) => f(p, nsize),
+        None => libc::realloc(p, nsize),
+    };
+    if !np.is_null() {
+        let old = if p.is_null() { 0 } else { osize };
+        mem.used.set(mem.used.get() + nsize - old.min(mem.used.get() + nsize));
+    }
+    np
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Small stack helpers.
+
+pub(crate) unsafe fn push_bytes(l: *mut lua_State, b: &[u8]) {
+    ffi::lua_pushlstring(l, b.as_ptr() as *const c_char, b.len());
+}
+
+unsafe fn push_str(l: *mut lua_State, s: &str) {
+    push_bytes(l, s.as_bytes());
+}
+
+/// The bytes of the string (or number, converted in place) at `idx`.
+pub(crate) unsafe fn to_bytes<'a>(l: *mut lua_State, idx: c_int) -> Option<&'a [u8]> {
+    let mut len = 0usize;
+    let p = ffi::lua_tolstring(l, idx, &mut len);
+    if p.is_null() {
+        None
+    } else {
+        Some(std::slice::from_raw_parts(p as *const u8, len))
+    }
+}
+
+unsafe fn set_field_str(l: *mut lua_State, table: c_int, key: &CStr, value: &[u8]) {
+    let t = ffi::lua_absindex(l, table);
+    push_bytes(l, value);
+    ffi::lua_setfield(l, t, key.as_ptr());
+}
+
+/// Pushes `{err = msg}`, the error object the built-in raises.
+pub(crate) unsafe fn push_error_table(l: *mut lua_State, msg: &[u8]) {
+    ffi::lua_createtable(l, 0, 1);
+    push_str(l, "err");
+    push_bytes(l, msg);
+    ffi::lua_rawset(l, -3);
+}
+
+/// Raises `{err = msg}`. Callers must not hold values with destructors (a Lua error is a longjmp).
+unsafe fn raise_error_table(l: *mut lua_State, msg: &[u8]) -> ! {
+    push_error_table(l, msg);
+    ffi::lua_error(l)
+}
+
+/// Runs a C function body, turning a Rust panic into a Lua error instead of unwinding into C.
+/// The body returns `Err(())` after pushing an error value, to raise it once every Rust value is dropped.
+unsafe fn guarded(l: *mut lua_State, body: impl FnOnce() -> Result<c_int, ()>) -> c_int {
+    let r = catch_unwind(AssertUnwindSafe(body));
+    match r {
+        Ok(Ok(n)) => n,
+        Ok(Err(())) => ffi::lua_error(l),
+        Err(payload) => {
+            drop(payload);
+            push_error_table(l, b"ERR rfunc internal error (panic), see the server log");
+            ffi::lua_error(l)
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// The state-wide context: what is running now (load or call) and its per-run settings.
+
+/// What a library body being loaded has registered so far.
+pub struct LoadCtx {
+    pub ctx: api::Ctx,
+    pub functions: Vec<Registered>,
+    /// 8.0 hosts check names at `register_function` time; later hosts after the body (rfunc checks in-library
+    /// duplicates case-insensitively on every host, see SPEC rule 2).
+    pub early_checks: bool,
+    pub deadline: Option<Instant>,
+    pub timed_out: bool,
+}
+
+/// Per-call state of a running function.
+pub struct RunCtx {
+    pub ctx: api::Ctx,
+    pub function: String,
+    /// The caller's command, for RFUNC.STATS.
+    pub argv: Vec<Vec<u8>>,
+    /// Sent by the primary (or replayed from the AOF): not killable, no load timeout.
+    pub from_primary: bool,
+    pub read_only: bool,
+    pub allow_oom: bool,
+    pub resp3: bool,
+    /// `server.set_repl` flags: bit 0 AOF, bit 1 replicas.
+    pub repl: u8,
+    pub wrote: bool,
+    pub original_db: c_int,
+    pub start: Instant,
+    pub busy_reported: bool,
+}
+
+enum Mode {
+    Idle,
+    Loading(*mut LoadCtx),
+    Running(*mut RunCtx),
+}
+
+thread_local! {
+    static MODE: Cell<ModeRaw> = const { Cell::new(ModeRaw::Idle) };
+}
+
+#[derive(Clone, Copy)]
+enum ModeRaw {
+    Idle,
+    Loading(*mut LoadCtx),
+    Running(*mut RunCtx),
+}
+
+fn mode() -> Mode {
+    match MODE.with(|m| m.get()) {
+        ModeRaw::Idle => Mode::Idle,
+        ModeRaw::Loading(p) => Mode::Loading(p),
+        ModeRaw::Running(p) => Mode::Running(p),
+    }
+}
+
+fn set_mode(m: ModeRaw) -> ModeRaw {
+    MODE.with(|c| c.replace(m))
+}
+
+/// The running function's context, if a function is running (used by the command layer for STATS / KILL).
+pub fn running() -> Option<&'static mut RunCtx> {
+    match mode() {
+        // SAFETY: the pointer is set for the duration of a call on this thread and cleared after.
+        Mode::Running(p) => Some(unsafe { &mut *p }),
+        _ => None,
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// State construction.
+
+/// The jobs the trampoline runs in protected mode.
+enum Job<'a> {
+    Init(&'a mut InitOut),
+    Load { body: &'a [u8], out: &'a mut Result<(), Vec<u8>> },
+    Call { callback: c_int, keys: &'a [&'a [u8]], args: &'a [&'a [u8]], out: &'a mut CallOut },
+}
+
+#[derive(Default)]
+struct InitOut {
+    error_handler: c_int,
+    proxy_meta: c_int,
+    real_globals: c_int,
+    load_api: c_int,
+}
+
+/// What a call produced: Ok (the reply was written) or the error text for the reply.
+#[derive(Default)]
+pub struct CallOut {
+    pub error: Option<Vec<u8>>,
+}
+
+unsafe extern "C-unwind" fn trampoline(l: *mut lua_State) -> c_int {
+    let job = &mut *(ffi::lua_touserdata(l, 1) as *mut Job);
+    ffi::lua_settop(l, 0);
+    match job {
+        Job::Init(out) => init_state(l, out),
+        Job::Load { body, out } => **out = load_body(l, body),
+        Job::Call { callback, keys, args, out } => call_function(l, *callback, keys, args, out),
+    }
+    0
+}
+
+const BUSY_TEXT: &CStr = c"Valkey is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
+
+impl LuaEngine {
+    pub fn new() -> Result<LuaEngine, String> {
+        let h = host::get();
+        rfunc_lua_sys::set_hash_mode(if h.murmur_string_hash() {
+            rfunc_lua_sys::HashMode::Murmur3
+        } else {
+            rfunc_lua_sys::HashMode::StockAllBytes
+        });
+        let mem = Box::new(Memory { used: Cell::new(0) });
+        let l = unsafe { ffi::lua_newstate(l_alloc, &*mem as *const Memory as *mut c_void) };
+        if l.is_null() {
+            return Err("cannot create the Lua state (out of memory)".into());
+        }
+        let mut engine = LuaEngine {
+            l,
+            mem,
+            trampoline: 0,
+            error_handler: 0,
+            proxy_meta: 0,
+            real_globals: 0,
+            load_api: 0,
+            calls: 0,
+        };
+        unsafe {
+            // The trampoline itself is created in a cpcall so even that allocation is protected.
+            unsafe extern "C-unwind" fn make_trampoline(l: *mut lua_State) -> c_int {
+                ffi::lua_pushcfunction(l, trampoline);
+                let r = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
+                *(ffi::lua_touserdata(l, 1) as *mut c_int) = r;
+                0
+            }
+            let mut r: c_int = 0;
+            if ffi::lua_cpcall(l, make_trampoline, &mut r as *mut c_int as *mut c_void) != 0 {
+                return Err("cannot initialise the Lua state".into());
+            }
+            engine.trampoline = r;
+        }
+        let mut out = InitOut::default();
+        engine.run(Job::Init(&mut out)).map_err(|e| String::from_utf8_lossy(&e).into_owned())?;
+        engine.error_handler = out.error_handler;
+        engine.proxy_meta = out.proxy_meta;
+        engine.real_globals = out.real_globals;
+        engine.load_api = out.load_api;
+        engine.activate();
+        Ok(engine)
+    }
+
+    /// Runs a job in protected mode. Returns the Lua error message if the job itself failed (out of memory).
+    fn run(&mut self, mut job: Job) -> Result<(), Vec<u8>> {
+        let l = self.l;
+        unsafe {
+            ffi::lua_settop(l, 0);
+            ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, self.trampoline as _);
+            ffi::lua_pushlightuserdata(l, &mut job as *mut Job as *mut c_void);
+            let status = ffi::lua_pcall(l, 1, 0, 0);
+            let r = if status != 0 {
+                let msg = if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
+                    to_bytes(l, -1).unwrap_or_default().to_vec()
+                } else {
+                    b"unknown Lua error".to_vec()
+                };
+                Err(msg)
+            } else {
+                Ok(())
+            };
+            ffi::lua_settop(l, 0);
+            r
+        }
+    }
+
+    /// Bytes used by the Lua heap.
+    pub fn memory(&self) -> usize {
+        self.mem.used.get()
+    }
+
+    /// Compiles and runs a library body (the code after the header line), collecting what it registers.
+    /// `timeout`: apply the 500 ms load timeout (not for commands from the primary or the AOF).
+    pub fn load_library(&mut self, ctx: api::Ctx, body: &[u8], timeout: bool) -> Result<Vec<Registered>, Vec<u8>> {
+        let mut load = LoadCtx {
+            ctx,
+            functions: Vec::new(),
+            early_checks: !host::get().late_name_checks(),
+            deadline: timeout.then(|| Instant::now() + LOAD_TIMEOUT),
+            timed_out: false,
+        };
+        let prev = set_mode(ModeRaw::Loading(&mut load));
+        let mut out = Ok(());
+        let job_result = self.run(Job::Load { body, out: &mut out });
+        set_mode(prev);
+        let result = match (job_result, out) {
+            (Err(e), _) => Err([b"Error registering functions: ".as_slice(), &e].concat()),
+            (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
+        };
+        match result {
+            Ok(()) => Ok(std::mem::take(&mut load.functions)),
+            Err(e) => {
+                self.release(&load.functions);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the registry references of functions (a failed load, a deleted or replaced library).
+    pub fn release(&mut self, functions: &[Registered]) {
+        for f in functions {
+            unsafe { ffi::luaL_unref(self.l, ffi::LUA_REGISTRYINDEX, f.callback) };
+        }
+    }
+
+    /// Runs a function and writes its reply (or error) to the client of `run.ctx`.
+    pub fn call(&mut self, run: &mut RunCtx, callback: c_int, keys: &[&[u8]], args: &[&[u8]]) -> CallOut {
+        let mut out = CallOut::default();
+        let prev = set_mode(ModeRaw::Running(run));
+        unsafe { ffi::lua_sethook(self.l, Some(run_hook), ffi::LUA_MASKCOUNT, HOOK_EVERY) };
+        let r = self.run(Job::Call { callback, keys, args, out: &mut out });
+        unsafe { ffi::lua_sethook(self.l, None, 0, 0) };
+        set_mode(prev);
+        if let Err(e) = r {
+            // Only the setup around the call can fail here (out of memory before the function started).
+            out.error = Some([b"ERR ".as_slice(), &e].concat());
+        }
+        self.calls = self.calls.wrapping_add(1);
+        if self.calls % 50 == 0 {
+            // The built-in's pacing: a small incremental GC step every 50 calls, never a full collection.
+            unsafe { ffi::lua_gc(self.l, ffi::LUA_GCSTEP, 50) };
+        }
+        out
+    }
+}
+
+impl Drop for LuaEngine {
+    fn drop(&mut self) {
+        unsafe { ffi::lua_close(self.l) };
+    }
+}
+
+/// Builds the globals, the libraries, the `server` API and the sandbox (reference engine §3).
+unsafe fn init_state(l: *mut lua_State, out: &mut InitOut) {
+    // Standard libraries. `package`, `io` and `debug` are never opened; `os` is built by hand below.
+    for (open, name) in [
+        (ffi::luaopen_base as ffi::lua_CFunction, c""),
+        (ffi::luaopen_table, c"table"),
+        (ffi::luaopen_string, c"string"),
+        (ffi::luaopen_math, c"math"),
+    ] {
+        ffi::lua_pushcfunction(l, open);
+        ffi::lua_pushstring(l, name.as_ptr());
+        ffi::lua_call(l, 1, 0);
+    }
+    // Names of the base library function code must not see.
+    for name in [c"print", c"dofile", c"loadfile", c"getfenv", c"setfenv", c"newproxy", c"module", c"require"] {
+        ffi::lua_pushnil(l);
+        ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, name.as_ptr());
+    }
+    // os = { clock = os.clock } only.
+    ffi::lua_createtable(l, 0, 1);
+    ffi::lua_pushcfunction(l, os_clock);
+    ffi::lua_setfield(l, -2, c"clock".as_ptr());
+    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"os".as_ptr());
+    // pcall returns the `err` string of error tables.
+    ffi::lua_pushcfunction(l, pcall_wrapper);
+    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"pcall".as_ptr());
+    // math.random / randomseed: the server's portable PRNG.
+    ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"math".as_ptr());
+    ffi::lua_pushcfunction(l, math_random);
+    ffi::lua_setfield(l, -2, c"random".as_ptr());
+    ffi::lua_pushcfunction(l, math_randomseed);
+    ffi::lua_setfield(l, -2, c"randomseed".as_ptr());
+    ffi::lua_pop(l, 1);
+
+    // server / redis (one table under two names).
+    ffi::lua_createtable(l, 0, 24);
+    let server = ffi::lua_gettop(l);
+    let fns: [(&CStr, ffi::lua_CFunction); 9] = [
+        (c"call", server_call),
+        (c"pcall", server_pcall),
+        (c"log", server_log),
+        (c"sha1hex", server_sha1hex),
+        (c"error_reply", server_error_reply),
+        (c"status_reply", server_status_reply),
+        (c"setresp", server_setresp),
+        (c"set_repl", server_set_repl),
+        (c"acl_check_cmd", server_acl_check_cmd),
+    ];
+    for (name, f) in fns {
+        ffi::lua_pushcfunction(l, f);
+        ffi::lua_setfield(l, server, name.as_ptr());
+    }
+    push_version_fields(l, server);
+    for (name, v) in [(c"REPL_NONE", 0), (c"REPL_AOF", 1), (c"REPL_SLAVE", 2), (c"REPL_REPLICA", 2), (c"REPL_ALL", 3)] {
+        ffi::lua_pushnumber(l, v as f64);
+        ffi::lua_setfield(l, server, name.as_ptr());
+    }
+    ffi::lua_pushvalue(l, server);
+    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"server".as_ptr());
+    ffi::lua_pushvalue(l, server);
+    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"redis".as_ptr());
+    ffi::lua_pop(l, 1);
+
+    // The error handler lives in the registry.
+    ffi::lua_pushcfunction(l, error_handler);
+    out.error_handler = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
+
+    // Lock the real globals: reading a missing name raises, every reachable table becomes read-only.
+    ffi::lua_pushvalue(l, ffi::LUA_GLOBALSINDEX);
+    let globals = ffi::lua_gettop(l);
+    push_error_metatable(l);
+    ffi::lua_setmetatable(l, globals);
+    make_readonly_deep(l, globals);
+    // The metatables of the basic types (string's is the only one set) are read-only too.
+    push_str(l, "");
+    if ffi::lua_getmetatable(l, -1) != 0 {
+        rfunc_lua_sys::enable_readonly_table(l.cast(), -1, true);
+        ffi::lua_pop(l, 1);
+    }
+    ffi::lua_pop(l, 1);
+    ffi::lua_pushvalue(l, globals);
+    out.real_globals = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
+
+    // The load-time API: { server = <load api>, redis = <same> }, both with the error metatable.
+    ffi::lua_createtable(l, 0, 2);
+    let load_api = ffi::lua_gettop(l);
+    ffi::lua_createtable(l, 0, 12);
+    let load_server = ffi::lua_gettop(l);
+    ffi::lua_pushcfunction(l, register_function);
+    ffi::lua_setfield(l, load_server, c"register_function".as_ptr());
+    ffi::lua_pushcfunction(l, server_log);
+    ffi::lua_setfield(l, load_server, c"log".as_ptr());
+    push_version_fields(l, load_server);
+    push_error_metatable(l);
+    ffi::lua_setmetatable(l, load_server);
+    rfunc_lua_sys::enable_readonly_table(l.cast(), load_server, true);
+    ffi::lua_pushvalue(l, load_server);
+    ffi::lua_setfield(l, load_api, c"server".as_ptr());
+    ffi::lua_setfield(l, load_api, c"redis".as_ptr());
+    push_error_metatable(l);
+    ffi::lua_setmetatable(l, load_api);
+    rfunc_lua_sys::enable_readonly_table(l.cast(), load_api, true);
+    out.load_api = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
+
+    // The globals function code sees: an empty read-only proxy whose metatable's __index is swapped between the
+    // load API (while a library body runs) and the real globals (at call time).
+    ffi::lua_createtable(l, 0, 0);
+    let proxy = ffi::lua_gettop(l);
+    ffi::lua_createtable(l, 0, 1);
+    let meta = ffi::lua_gettop(l);
+    ffi::lua_pushvalue(l, globals);
+    ffi::lua_setfield(l, meta, c"__index".as_ptr());
+    ffi::lua_pushvalue(l, meta);
+    out.proxy_meta = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
+    ffi::lua_setmetatable(l, proxy);
+    rfunc_lua_sys::enable_readonly_table(l.cast(), proxy, true);
+    ffi::lua_pushvalue(l, proxy);
+    ffi::lua_replace(l, ffi::LUA_GLOBALSINDEX);
+    ffi::lua_settop(l, 0);
+}
+
+/// `server.*` version fields (also visible at load time).
+unsafe fn push_version_fields(l: *mut lua_State, t: c_int) {
+    let h = host::get();
+    for (name, level) in [(c"LOG_DEBUG", 0), (c"LOG_VERBOSE", 1), (c"LOG_NOTICE", 2), (c"LOG_WARNING", 3)] {
+        ffi::lua_pushnumber(l, level as f64);
+        ffi::lua_setfield(l, t, name.as_ptr());
+    }
+    set_field_str(l, t, c"REDIS_VERSION", h.redis_version_text.as_bytes());
+    ffi::lua_pushnumber(l, h.redis_version_num() as f64);
+    ffi::lua_setfield(l, t, c"REDIS_VERSION_NUM".as_ptr());
+    set_field_str(l, t, c"VALKEY_VERSION", h.version_text.as_bytes());
+    ffi::lua_pushnumber(l, h.version_num() as f64);
+    ffi::lua_setfield(l, t, c"VALKEY_VERSION_NUM".as_ptr());
+    set_field_str(l, t, c"SERVER_NAME", h.server_name.as_bytes());
+}
+
+/// Pushes `{__index = <raise "nonexistent global variable">}`, read-only.
+unsafe fn push_error_metatable(l: *mut lua_State) {
+    ffi::lua_createtable(l, 0, 1);
+    ffi::lua_pushcfunction(l, nonexistent_global);
+    ffi::lua_setfield(l, -2, c"__index".as_ptr());
+    rfunc_lua_sys::enable_readonly_table(l.cast(), -1, true);
+}
+
+unsafe extern "C-unwind" fn nonexistent_global(l: *mut lua_State) -> c_int {
+    // (table, key): the message names the key; raised with the caller's position like luaL_error.
+    let key = to_bytes(l, 2).map(|b| b.to_vec()).unwrap_or_default();
+    ffi::luaL_where(l, 1);
+    push_bytes(l, b"Script attempted to access nonexistent global variable '");
+    push_bytes(l, &key);
+    push_bytes(l, b"'");
+    drop(key);
+    ffi::lua_concat(l, 4);
+    ffi::lua_error(l)
+}
+
+/// Marks the table at `idx` and every table reachable from it (values and metatables) read-only.
+unsafe fn make_readonly_deep(l: *mut lua_State, idx: c_int) {
+    let idx = ffi::lua_absindex(l, idx);
+    if rfunc_lua_sys::is_readonly_table(l.cast(), idx) {
+        return;
+    }
+    rfunc_lua_sys::enable_readonly_table(l.cast(), idx, true);
+    if ffi::lua_getmetatable(l, idx) != 0 {
+        make_readonly_deep(l, -1);
+        ffi::lua_pop(l, 1);
+    }
+    ffi::lua_pushnil(l);
+    while ffi::lua_next(l, idx) != 0 {
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            make_readonly_deep(l, -1);
+        }
+        ffi::lua_pop(l, 1);
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Loading a library.
+
+unsafe fn swap_globals_index(l: *mut lua_State, to_ref: c_int) {
+    // proxy_meta.__index = registry[to_ref]; the metatable is writable (only the proxy is read-only).
+    let engine_refs = ENGINE_REFS.with(|r| r.get());
+    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, engine_refs.proxy_meta as _);
+    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, to_ref as _);
+    ffi::lua_setfield(l, -2, c"__index".as_ptr());
+    ffi::lua_pop(l, 1);
+}
+
+#[derive(Clone, Copy, Default)]
+struct Refs {
+    proxy_meta: c_int,
+    real_globals: c_int,
+    load_api: c_int,
+    error_handler: c_int,
+}
+
+thread_local! {
+    static ENGINE_REFS: Cell<Refs> = const { Cell::new(Refs { proxy_meta: 0, real_globals: 0, load_api: 0, error_handler: 0 }) };
+}
+
+impl LuaEngine {
+    /// Makes this engine's registry references current for the C functions (one engine is active at a time).
+    pub fn activate(&self) {
+        ENGINE_REFS.with(|r| {
+            r.set(Refs {
+                proxy_meta: self.proxy_meta,
+                real_globals: self.real_globals,
+                load_api: self.load_api,
+                error_handler: self.error_handler,
+            })
+        });
+    }
+}
+
+unsafe fn load_body(l: *mut lua_State, body: &[u8]) -> Result<(), Vec<u8>> {
+    let refs = ENGINE_REFS.with(|r| r.get());
+    if ffi::luaL_loadbuffer(l, body.as_ptr() as *const c_char, body.len(), CHUNK_NAME.as_ptr()) != 0 {
+        let msg = to_bytes(l, -1).unwrap_or_default().to_vec();
+        ffi::lua_pop(l, 1);
+        return Err([b"Error compiling function: ".as_slice(), &msg].concat());
+    }
+    let func = ffi::lua_gettop(l);
+    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.error_handler as _);
+    ffi::lua_insert(l, func);
+    swap_globals_index(l, refs.load_api);
+    ffi::lua_sethook(l, Some(load_hook), ffi::LUA_MASKCOUNT, HOOK_EVERY);
+    let status = ffi::lua_pcall(l, 0, 0, func);
+    ffi::lua_sethook(l, None, 0, 0);
+    swap_globals_index(l, refs.real_globals);
+    if status != 0 {
+        let msg = error_message(l, -1).0;
+        ffi::lua_settop(l, 0);
+        return Err([b"Error registering functions: ".as_slice(), &msg].concat());
+    }
+    ffi::lua_settop(l, 0);
+    Ok(())
+}
+
+unsafe extern "C-unwind" fn load_hook(l: *mut lua_State, _ar: *mut ffi::lua_Debug) {
+    let Mode::Loading(p) = mode() else { return };
+    let load = &mut *p;
+    if let Some(deadline) = load.deadline {
+        if load.timed_out || Instant::now() > deadline {
+            load.timed_out = true;
+            // From now on the hook fires on every line, so a pcall in the body cannot swallow the timeout.
+            ffi::lua_sethook(l, Some(load_hook), ffi::LUA_MASKLINE, 0);
+            push_bytes(l, b"FUNCTION LOAD timeout");
+            ffi::lua_error(l);
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn register_function(l: *mut lua_State) -> c_int {
+    guarded(l, || register_function_inner(l))
+}
+
+unsafe fn register_function_inner(l: *mut lua_State) -> Result<c_int, ()> {
+    let Mode::Loading(p) = mode() else {
+        push_error_table(l, b"ERR server.register_function can only be called on FUNCTION LOAD command");
+        return Err(());
+    };
+    let load = &mut *p;
+    let mut callback: Option<c_int> = None;
+    let parsed = parse_registration(l, &mut callback);
+    let checked = parsed.and_then(|(name, description, flags)| {
+        if load.early_checks {
+            check_function_name(&load.functions, &name)?;
+        }
+        Ok((name, description, flags))
+    });
+    match checked {
+        Ok((name, description, flags)) => {
+            load.functions.push(Registered {
+                name: String::from_utf8_lossy(&name).into_owned(),
+                callback: callback.expect("callback referenced"),
+                description,
+                flags,
+            });
+            Ok(0)
+        }
+        Err(msg) => {
+            if let Some(r) = callback {
+                ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, r);
+            }
+            push_error_table(l, format!("ERR {msg}").as_bytes());
+            Err(())
+        }
+    }
+}
+
+type Registration = (Vec<u8>, Option<Vec<u8>>, FunctionFlags);
+
+/// Reads `register_function`'s arguments (positional or named). On success `callback` holds a registry
+/// reference to the callback.
+unsafe fn parse_registration(l: *mut lua_State, callback: &mut Option<c_int>) -> Result<Registration, &'static str> {
+    let argc = ffi::lua_gettop(l);
+    if argc == 2 {
+        if !matches!(ffi::lua_type(l, 1), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
+            return Err("first argument to server.register_function must be a string");
+        }
+        if ffi::lua_type(l, 2) != ffi::LUA_TFUNCTION {
+            return Err("second argument to server.register_function must be a function");
+        }
+        let name = to_bytes(l, 1).unwrap_or_default().to_vec();
+        ffi::lua_pushvalue(l, 2);
+        *callback = Some(ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX));
+        return Ok((name, None, FunctionFlags::empty()));
+    }
+    if argc != 1 {
+        return Err("wrong number of arguments to server.register_function");
+    }
+    if ffi::lua_type(l, 1) != ffi::LUA_TTABLE {
+        return Err("calling server.register_function with a single argument is only applicable to Lua table (representing named arguments).");
+    }
+    let mut name: Option<Vec<u8>> = None;
+    let mut description: Option<Vec<u8>> = None;
+    let mut flags = FunctionFlags::empty();
+    ffi::lua_pushnil(l);
+    while ffi::lua_next(l, 1) != 0 {
+        if ffi::lua_type(l, -2) != ffi::LUA_TSTRING {
+            return Err("named argument key given to server.register_function is not a string");
+        }
+        let key = to_bytes(l, -2).unwrap_or_default().to_ascii_lowercase();
+        match key.as_slice() {
+            b"function_name" => {
+                if !matches!(ffi::lua_type(l, -1), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
+                    return Err("function_name argument given to server.register_function must be a string");
+                }
+                // Convert a copy: lua_tolstring would turn a number key's value into a string in place and
+                // confuse lua_next.
+                ffi::lua_pushvalue(l, -1);
+                name = Some(to_bytes(l, -1).unwrap_or_default().to_vec());
+                ffi::lua_pop(l, 1);
+            }
+            b"callback" => {
+                if ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION {
+                    return Err("callback argument given to server.register_function must be a function");
+                }
+                ffi::lua_pushvalue(l, -1);
+                let r = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
+                if let Some(old) = callback.replace(r) {
+                    ffi::luaL_unref(l, ffi::LUA_REGISTRYINDEX, old);
+                }
+            }
+            b"description" => {
+                if !matches!(ffi::lua_type(l, -1), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
+                    return Err("description argument given to server.register_function must be a string");
+                }
+                ffi::lua_pushvalue(l, -1);
+                description = Some(to_bytes(l, -1).unwrap_or_default().to_vec());
+                ffi::lua_pop(l, 1);
+            }
+            b"flags" => {
+                if ffi::lua_type(l, -1) != ffi::LUA_TTABLE {
+                    return Err("flags argument to server.register_function must be a table representing function flags");
+                }
+                let ft = ffi::lua_gettop(l);
+                let mut i = 1;
+                loop {
+                    ffi::lua_rawgeti(l, ft, i);
+                    if ffi::lua_type(l, -1) == ffi::LUA_TNIL {
+                        ffi::lua_pop(l, 1);
+                        break;
+                    }
+                    let flag = if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
+                        to_bytes(l, -1).and_then(FunctionFlags::from_name)
+                    } else {
+                        None
+                    };
+                    ffi::lua_pop(l, 1);
+                    match flag {
+                        Some(f) => flags.insert(f),
+                        None => return Err("unknown flag given"),
+                    }
+                    i += 1;
+                }
+            }
+            _ => return Err("unknown argument given to server.register_function"),
+        }
+        ffi::lua_pop(l, 1);
+    }
+    let Some(name) = name else { return Err("server.register_function must get a function name argument") };
+    if callback.is_none() {
+        return Err("server.register_function must get a callback argument");
+    }
+    Ok((name, description, flags))
+}
+
+/// The name checks the registry applies to a library's functions, with the server's texts.
+pub fn check_function_name(existing: &[Registered], name: &[u8]) -> Result<(), &'static str> {
+    if !is_valid_name(name) {
+        return Err(
+            "Function names can only contain letters, numbers, or underscores(_) and must be at least one character long",
+        );
+    }
+    if existing.iter().any(|f| f.name.as_bytes().eq_ignore_ascii_case(name)) {
+        return Err("Function already exists in the library");
+    }
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Errors.
+
+/// The error handler: turns any error value into `{err=..., source=..., line=...}` (reference engine §2.6).
+unsafe extern "C-unwind" fn error_handler(l: *mut lua_State) -> c_int {
+    let mut ar: ffi::lua_Debug = std::mem::zeroed();
+    let mut have = ffi::lua_getstack(l, 1, &mut ar) != 0 && ffi::lua_getinfo(l, c"nSl".as_ptr(), &mut ar) != 0;
+    if have && !ar.what.is_null() && CStr::from_ptr(ar.what) == c"C" {
+        have = ffi::lua_getstack(l, 2, &mut ar) != 0 && ffi::lua_getinfo(l, c"nSl".as_ptr(), &mut ar) != 0;
+    }
+    ffi::lua_createtable(l, 0, 3);
+    let t = ffi::lua_gettop(l);
+    push_str(l, "err");
+    if ffi::lua_type(l, 1) == ffi::LUA_TTABLE {
+        push_str(l, "err");
+        ffi::lua_rawget(l, 1);
+    } else {
+        push_str(l, "ERR ");
+        push_tostring(l, 1);
+        ffi::lua_concat(l, 2);
+    }
+    ffi::lua_rawset(l, t);
+    if have && !ar.source.is_null() {
+        set_field_str(l, t, c"source", CStr::from_ptr(ar.source).to_bytes());
+        ffi::lua_pushnumber(l, ar.currentline as f64);
+        ffi::lua_setfield(l, t, c"line".as_ptr());
+    }
+    1
+}
+
+/// Pushes what Lua's `tostring` gives for the value at `idx`, without calling metamethods.
+unsafe fn push_tostring(l: *mut lua_State, idx: c_int) {
+    match ffi::lua_type(l, idx) {
+        ffi::LUA_TNUMBER | ffi::LUA_TSTRING => {
+            ffi::lua_pushvalue(l, idx);
+            ffi::lua_tolstring(l, -1, ptr::null_mut());
+        }
+        ffi::LUA_TNIL => push_str(l, "nil"),
+        ffi::LUA_TBOOLEAN => push_str(l, if ffi::lua_toboolean(l, idx) != 0 { "true" } else { "false" }),
+        t => {
+            let name = CStr::from_ptr(ffi::lua_typename(l, t)).to_string_lossy().into_owned();
+            let s = format!("{name}: {:p}", ffi::lua_topointer(l, idx));
+            push_str(l, &s);
+        }
+    }
+}
+
+/// Reads an error object produced by the error handler: (message, Some((source, line))).
+unsafe fn error_message(l: *mut lua_State, idx: c_int) -> (Vec<u8>, Option<(Vec<u8>, i64)>) {
+    let idx = ffi::lua_absindex(l, idx);
+    if ffi::lua_type(l, idx) != ffi::LUA_TTABLE {
+        // The handler itself failed (e.g. out of memory while building the table).
+        let text = to_bytes(l, idx).map(|b| b.to_vec()).unwrap_or_default();
+        let text = &text[..text.len().min(100)];
+        return ([b"ERR Error running script, ".as_slice(), text].concat(), None);
+    }
+    push_str(l, "err");
+    ffi::lua_rawget(l, idx);
+    let msg = if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
+        to_bytes(l, -1).unwrap_or_default().to_vec()
+    } else {
+        b"ERR unknown error".to_vec()
+    };
+    ffi::lua_pop(l, 1);
+    push_str(l, "source");
+    ffi::lua_rawget(l, idx);
+    push_str(l, "line");
+    ffi::lua_rawget(l, idx);
+    let pos = if ffi::lua_type(l, -2) == ffi::LUA_TSTRING && ffi::lua_type(l, -1) == ffi::LUA_TNUMBER {
+        Some((to_bytes(l, -2).unwrap_or_default().to_vec(), ffi::lua_tonumber(l, -1) as i64))
+    } else {
+        None
+    };
+    ffi::lua_pop(l, 2);
+    (msg, pos)
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Calling a function.
+
+unsafe fn call_function(l: *mut lua_State, callback: c_int, keys: &[&[u8]], args: &[&[u8]], out: &mut CallOut) {
+    let refs = ENGINE_REFS.with(|r| r.get());
+    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.error_handler as _);
+    let errh = ffi::lua_gettop(l);
+    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, callback as _);
+    for list in [keys, args] {
+        ffi::lua_createtable(l, list.len() as c_int, 0);
+        for (i, v) in list.iter().enumerate() {
+            push_bytes(l, v);
+            ffi::lua_rawseti(l, -2, (i + 1) as _);
+        }
+    }
+    let status = ffi::lua_pcall(l, 2, 1, errh);
+    let run = running().expect("a function is running");
+    if status != 0 {
+        let (msg, pos) = error_message(l, -1);
+        out.error = Some(match pos {
+            Some((source, line)) => {
+                let mut m = msg;
+                m.extend_from_slice(b" script: ");
+                m.extend_from_slice(run.function.as_bytes());
+                m.extend_from_slice(b", on ");
+                m.extend_from_slice(&source);
+                m.extend_from_slice(format!(":{line}.").as_bytes());
+                m
+            }
+            None => msg,
+        });
+        return;
+    }
+    super::reply::lua_to_reply(l, run.ctx, ffi::lua_gettop(l), run.resp3, 0);
+}
+
+unsafe extern "C-unwind" fn run_hook(l: *mut lua_State, _ar: *mut ffi::lua_Debug) {
+    let Some(run) = running() else { return };
+    if super::kill_requested() {
+        // Fire on every line from now on, so a pcall cannot swallow the kill.
+        ffi::lua_sethook(l, Some(run_hook), ffi::LUA_MASKLINE, 0);
+        raise_error_table(l, host::get().killed_message().as_bytes());
+    }
+    super::on_busy_tick(run);
+    api::yield_clients(run.ctx, BUSY_TEXT);
+    if super::kill_requested() {
+        ffi::lua_sethook(l, Some(run_hook), ffi::LUA_MASKLINE, 0);
+        raise_error_table(l, host::get().killed_message().as_bytes());
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Base library replacements.
+
+unsafe extern "C-unwind" fn pcall_wrapper(l: *mut lua_State) -> c_int {
+    // The server's pcall: like Lua's, but an error table with a string `err` comes back as that string.
+    let argc = ffi::lua_gettop(l);
+    ffi::lua_pushboolean(l, 1);
+    ffi::lua_insert(l, 1);
+    if ffi::lua_pcall(l, argc - 1, ffi::LUA_MULTRET, 0) != 0 {
+        ffi::lua_remove(l, 1);
+        if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
+            ffi::lua_getfield(l, -1, c"err".as_ptr());
+            if ffi::lua_isstring(l, -1) != 0 {
+                ffi::lua_replace(l, -2);
+            } else {
+                ffi::lua_pop(l, 1);
+            }
+        }
+        ffi::lua_pushboolean(l, 0);
+        ffi::lua_insert(l, 1);
+    }
+    ffi::lua_gettop(l)
+}
+
+unsafe extern "C-unwind" fn os_clock(l: *mut lua_State) -> c_int {
+    extern "C" {
+        fn clock() -> libc::c_long;
+    }
+    // POSIX fixes CLOCKS_PER_SEC at one million.
+    ffi::lua_pushnumber(l, clock() as f64 / 1_000_000.0);
+    1
+}
+
+/// The server's `serverLrand48`: the 48-bit LCG of lrand48 with a fixed start state, the same everywhere.
+struct Rand48(Cell<u64>);
+// SAFETY: only used from the main thread (Lua runs there).
+unsafe impl Sync for Rand48 {}
+static RAND48: Rand48 = Rand48(Cell::new(0x1234_ABCD_330E));
+const LRAND48_MAX: i64 = i32::MAX as i64;
+
+fn lrand48() -> i64 {
+    let x = RAND48.0.get().wrapping_mul(0x5_DEEC_E66D).wrapping_add(0xB) & 0xFFFF_FFFF_FFFF;
+    RAND48.0.set(x);
+    (x >> 17) as i64
+}
+
+unsafe extern "C-unwind" fn math_random(l: *mut lua_State) -> c_int {
+    let r = (lrand48() % LRAND48_MAX) as f64 / LRAND48_MAX as f64;
+    match ffi::lua_gettop(l) {
+        0 => ffi::lua_pushnumber(l, r),
+        1 => {
+            let u = ffi::luaL_checkinteger(l, 1) as c_int;
+            if u < 1 {
+                ffi::luaL_argerror(l, 1, c"interval is empty".as_ptr());
+            }
+            ffi::lua_pushnumber(l, (r * u as f64).floor() + 1.0);
+        }
+        2 => {
+            let lo = ffi::luaL_checkinteger(l, 1) as c_int;
+            let up = ffi::luaL_checkinteger(l, 2) as c_int;
+            if lo > up {
+                ffi::luaL_argerror(l, 2, c"interval is empty".as_ptr());
+            }
+            ffi::lua_pushnumber(l, (r * (up as f64 - lo as f64 + 1.0)).floor() + lo as f64);
+        }
+        _ => {
+            ffi::luaL_error(l, c"wrong number of arguments".as_ptr());
+        }
+    }
+    1
+}
+
+unsafe extern "C-unwind" fn math_randomseed(l: *mut lua_State) -> c_int {
+    let seed = ffi::luaL_checkinteger(l, 1) as i32 as u32 as u64;
+    RAND48.0.set((seed << 16) | 0x330E);
+    0
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// server.* functions.
+
+unsafe extern "C-unwind" fn server_call(l: *mut lua_State) -> c_int {
+    guarded(l, || super::call::server_call(l, true))
+}
+
+unsafe extern "C-unwind" fn server_pcall(l: *mut lua_State) -> c_int {
+    guarded(l, || super::call::server_call(l, false))
+}
+
+unsafe extern "C-unwind" fn server_acl_check_cmd(l: *mut lua_State) -> c_int {
+    guarded(l, || super::call::acl_check_cmd(l))
+}
+
+unsafe extern "C-unwind" fn server_log(l: *mut lua_State) -> c_int {
+    guarded(l, || {
+        let argc = ffi::lua_gettop(l);
+        if argc < 2 {
+            push_error_table(l, b"ERR server.log() requires two arguments or more.");
+            return Err(());
+        }
+        if ffi::lua_isnumber(l, 1) == 0 {
+            push_error_table(l, b"ERR First argument must be a number (log level).");
+            return Err(());
+        }
+        let level = ffi::lua_tonumber(l, 1) as i64;
+        if !(0..=3).contains(&level) {
+            push_error_table(l, b"ERR Invalid log level.");
+            return Err(());
+        }
+        let mut msg = Vec::new();
+        for i in 2..=argc {
+            if matches!(ffi::lua_type(l, i), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
+                if !msg.is_empty() {
+                    msg.push(b' ');
+                }
+                ffi::lua_pushvalue(l, i);
+                msg.extend_from_slice(to_bytes(l, -1).unwrap_or_default());
+                ffi::lua_pop(l, 1);
+            }
+        }
+        let level = ["debug", "verbose", "notice", "warning"][level as usize];
+        let ctx = match mode() {
+            Mode::Running(r) => (*r).ctx,
+            Mode::Loading(ld) => (*ld).ctx,
+            Mode::Idle => ptr::null_mut(),
+        };
+        api::log(ctx, level, &msg);
+        Ok(0)
+    })
+}
+
+unsafe extern "C-unwind" fn server_sha1hex(l: *mut lua_State) -> c_int {
+    guarded(l, || {
+        if ffi::lua_gettop(l) != 1 {
+            push_error_table(l, b"ERR wrong number of arguments");
+            return Err(());
+        }
+        let data = to_bytes(l, 1).map(|b| b.to_vec()).unwrap_or_default();
+        let hex = sha1_smol::Sha1::from(&data).digest().to_string();
+        push_str(l, &hex);
+        Ok(1)
+    })
+}
+
+/// `server.error_reply` / `status_reply` return (never raise) a table; bad arguments give an error table.
+unsafe fn reply_table(l: *mut lua_State, field: &CStr, error: bool) -> c_int {
+    if ffi::lua_gettop(l) != 1 || ffi::lua_type(l, 1) != ffi::LUA_TSTRING {
+        push_error_table(l, b"ERR wrong number or type of arguments");
+        return 1;
+    }
+    let s = to_bytes(l, 1).unwrap_or_default();
+    ffi::lua_createtable(l, 0, 1);
+    if error {
+        // `-CODE msg` loses its dash; a code-less message is kept as is (the reply adds nothing).
+        let s = s.strip_prefix(b"-").unwrap_or(s);
+        let v = if s.is_empty() { b"ERR ".as_slice() } else { s };
+        push_bytes(l, v);
+    } else {
+        ffi::lua_pushvalue(l, 1);
+    }
+    ffi::lua_setfield(l, -2, field.as_ptr());
+    1
+}
+
+unsafe extern "C-unwind" fn server_error_reply(l: *mut lua_State) -> c_int {
+    reply_table(l, c"err", true)
+}
+
+unsafe extern "C-unwind" fn server_status_reply(l: *mut lua_State) -> c_int {
+    reply_table(l, c"ok", false)
+}
+
+unsafe extern "C-unwind" fn server_setresp(l: *mut lua_State) -> c_int {
+    guarded(l, || {
+        let Some(run) = running() else {
+            push_error_table(l, b"ERR server.setresp() can only be called inside a script invocation");
+            return Err(());
+        };
+        if ffi::lua_gettop(l) != 1 {
+            push_error_table(l, b"ERR server.setresp() requires one argument.");
+            return Err(());
+        }
+        let v = ffi::lua_tonumber(l, 1) as i64;
+        if v != 2 && v != 3 {
+            push_error_table(l, b"ERR RESP version must be 2 or 3.");
+            return Err(());
+        }
+        run.resp3 = v == 3;
+        Ok(0)
+    })
+}
+
+unsafe extern "C-unwind" fn server_set_repl(l: *mut lua_State) -> c_int {
+    guarded(l, || {
+        let Some(run) = running() else {
+            push_error_table(l, b"ERR server.set_repl() can only be called inside a script invocation");
+            return Err(());
+        };
+        if ffi::lua_gettop(l) != 1 {
+            push_error_table(l, b"ERR server.set_repl() requires one argument.");
+            return Err(());
+        }
+        let v = ffi::lua_tonumber(l, 1) as i64;
+        if !(0..=3).contains(&v) {
+            push_error_table(l, b"ERR Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.");
+            return Err(());
+        }
+        run.repl = v as u8;
+        Ok(0)
+    })
+}
+

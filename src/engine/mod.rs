@@ -1,0 +1,43 @@
+//! The engine behind the registry: Lua (the only one the server has). The registry talks to it through
+//! `LuaEngine` (load a library's code and collect its registrations, call a function, report memory, free).
+
+pub mod call;
+pub mod lua;
+pub mod reply;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use lua::{LuaEngine, Registered, RunCtx};
+
+static KILL: AtomicBool = AtomicBool::new(false);
+
+/// Asks the running function to stop at its next hook.
+pub fn request_kill() {
+    KILL.store(true, Ordering::SeqCst);
+}
+
+pub fn clear_kill() {
+    KILL.store(false, Ordering::SeqCst);
+}
+
+pub fn kill_requested() -> bool {
+    KILL.load(Ordering::Relaxed)
+}
+
+/// Called from the run hook: logs the built-in's "Slow script detected" line once the function passes the busy
+/// threshold (the server does not log it for module yields).
+pub fn on_busy_tick(run: &mut RunCtx) {
+    if run.busy_reported {
+        return;
+    }
+    let threshold = crate::config::busy_threshold_ms();
+    if threshold > 0 && run.start.elapsed().as_millis() as i64 >= threshold {
+        run.busy_reported = true;
+        let msg = format!(
+            "Slow script detected: still in execution after {} milliseconds. You can try killing the script using the RFUNC.KILL command. Script name is: {}.",
+            run.start.elapsed().as_millis(),
+            run.function
+        );
+        crate::rm::log(run.ctx, "warning", msg.as_bytes());
+    }
+}

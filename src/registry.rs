@@ -1,0 +1,245 @@
+//! The library registry: libraries, their functions, the LOAD / DELETE / FLUSH / RESTORE logic and conflict
+//! policies. It knows the engine only through `LuaEngine`'s small interface. Every change is built aside and
+//! swapped in, so a failed LOAD or RESTORE leaves the registry exactly as it was.
+
+use std::collections::HashMap;
+
+use rfunc_core::library::{parse_header, FunctionFlags};
+
+use crate::engine::lua::check_function_name;
+use crate::engine::{LuaEngine, Registered};
+use crate::host;
+use crate::rm::Ctx;
+
+pub struct Library {
+    pub name: String,
+    /// The full code as given to LOAD, header included (what LIST WITHCODE and DUMP return).
+    pub code: Vec<u8>,
+    pub functions: Vec<Registered>,
+}
+
+/// Where a function lives: (library index, function index).
+type FnPos = (usize, usize);
+
+#[derive(Default)]
+pub struct Registry {
+    libraries: Vec<Library>,
+    /// Lower-cased function name → position (function names are case-insensitive).
+    functions: HashMap<Vec<u8>, FnPos>,
+}
+
+/// RESTORE policies.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RestorePolicy {
+    Append,
+    Replace,
+    Flush,
+}
+
+pub struct FunctionRef<'a> {
+    pub library: &'a Library,
+    pub function: &'a Registered,
+}
+
+impl Registry {
+    pub fn libraries(&self) -> &[Library] {
+        &self.libraries
+    }
+
+    pub fn function_count(&self) -> usize {
+        self.libraries.iter().map(|l| l.functions.len()).sum()
+    }
+
+    pub fn library(&self, name: &str) -> Option<&Library> {
+        self.libraries.iter().find(|l| l.name == name)
+    }
+
+    /// Case-insensitive function lookup.
+    pub fn function(&self, name: &[u8]) -> Option<FunctionRef<'_>> {
+        let pos = if name.iter().any(|b| b.is_ascii_uppercase()) {
+            self.functions.get(&name.to_ascii_lowercase())
+        } else {
+            self.functions.get(name)
+        }?;
+        let library = &self.libraries[pos.0];
+        Some(FunctionRef { library, function: &library.functions[pos.1] })
+    }
+
+    fn reindex(&mut self) {
+        self.functions.clear();
+        for (li, lib) in self.libraries.iter().enumerate() {
+            for (fi, f) in lib.functions.iter().enumerate() {
+                self.functions.insert(f.name.to_ascii_lowercase().into_bytes(), (li, fi));
+            }
+        }
+    }
+
+    /// Removes every library, releasing their functions in the engine.
+    pub fn clear(&mut self, engine: Option<&mut LuaEngine>) {
+        if let Some(engine) = engine {
+            for lib in &self.libraries {
+                engine.release(&lib.functions);
+            }
+        }
+        self.libraries.clear();
+        self.functions.clear();
+    }
+
+    pub fn delete(&mut self, engine: &mut LuaEngine, name: &str) -> Result<(), &'static str> {
+        let i = self.libraries.iter().position(|l| l.name == name).ok_or("Library not found")?;
+        let lib = self.libraries.remove(i);
+        engine.release(&lib.functions);
+        self.reindex();
+        Ok(())
+    }
+
+    /// FUNCTION LOAD [REPLACE]: returns the library name.
+    pub fn load(
+        &mut self,
+        engine: &mut LuaEngine,
+        ctx: Ctx,
+        code: &[u8],
+        replace: bool,
+        timeout: bool,
+    ) -> Result<String, Vec<u8>> {
+        let header = parse_header(code).map_err(|e| e.message())?;
+        if !replace && self.library(&header.name).is_some() {
+            return Err(format!("Library '{}' already exists", header.name).into_bytes());
+        }
+        let lib = compile(engine, ctx, code, &header.name, header.body_offset, timeout)?;
+        // A function name may not belong to another library (the one being replaced does not count).
+        for f in &lib.functions {
+            if let Some(existing) = self.function(f.name.as_bytes()) {
+                if existing.library.name != lib.name {
+                    let msg = format!("Function {} already exists", f.name).into_bytes();
+                    engine.release(&lib.functions);
+                    return Err(msg);
+                }
+            }
+        }
+        let name = lib.name.clone();
+        match self.libraries.iter().position(|l| l.name == name) {
+            Some(i) => {
+                let old = std::mem::replace(&mut self.libraries[i], lib);
+                engine.release(&old.functions);
+            }
+            None => self.libraries.push(lib),
+        }
+        self.reindex();
+        Ok(name)
+    }
+
+    /// FUNCTION RESTORE: compiles every library of the payload, then joins them per policy.
+    pub fn restore(
+        &mut self,
+        engine: &mut LuaEngine,
+        ctx: Ctx,
+        codes: Vec<Vec<u8>>,
+        policy: RestorePolicy,
+        timeout: bool,
+    ) -> Result<(), Vec<u8>> {
+        let mut new: Vec<Library> = Vec::with_capacity(codes.len());
+        let release_all = |engine: &mut LuaEngine, libs: &[Library]| {
+            for l in libs {
+                engine.release(&l.functions);
+            }
+        };
+        for code in codes {
+            let step = (|| {
+                let header = parse_header(&code).map_err(|e| e.message())?;
+                if new.iter().any(|l| l.name == header.name) {
+                    return Err(format!("Library '{}' already exists", header.name).into_bytes());
+                }
+                let lib = compile(engine, ctx, &code, &header.name, header.body_offset, timeout)?;
+                for f in &lib.functions {
+                    let clash = new.iter().any(|other| {
+                        other.functions.iter().any(|g| g.name.eq_ignore_ascii_case(&f.name))
+                    });
+                    if clash {
+                        let msg = format!("Function {} already exists", f.name).into_bytes();
+                        engine.release(&lib.functions);
+                        return Err(msg);
+                    }
+                }
+                Ok(lib)
+            })();
+            match step {
+                Ok(lib) => new.push(lib),
+                Err(e) => {
+                    release_all(engine, &new);
+                    return Err(e);
+                }
+            }
+        }
+        if policy != RestorePolicy::Flush {
+            // Libraries that stay: all current ones, minus those REPLACE swaps out.
+            let replaced = |name: &str| policy == RestorePolicy::Replace && new.iter().any(|n| n.name == name);
+            if policy == RestorePolicy::Append {
+                if let Some(dup) = new.iter().find(|n| self.library(&n.name).is_some()) {
+                    let msg = format!("Library {} already exists", dup.name).into_bytes();
+                    release_all(engine, &new);
+                    return Err(msg);
+                }
+            }
+            for lib in &new {
+                for f in &lib.functions {
+                    if let Some(existing) = self.function(f.name.as_bytes()) {
+                        if !replaced(&existing.library.name) {
+                            let msg = format!("Function {} already exists", f.name).into_bytes();
+                            release_all(engine, &new);
+                            return Err(msg);
+                        }
+                    }
+                }
+            }
+        }
+        match policy {
+            RestorePolicy::Flush => self.clear(Some(engine)),
+            RestorePolicy::Replace => {
+                let (gone, kept): (Vec<Library>, Vec<Library>) =
+                    std::mem::take(&mut self.libraries).into_iter().partition(|l| new.iter().any(|n| n.name == l.name));
+                release_all(engine, &gone);
+                self.libraries = kept;
+            }
+            RestorePolicy::Append => {}
+        }
+        self.libraries.extend(new);
+        self.reindex();
+        Ok(())
+    }
+}
+
+/// Compiles one library and applies the checks the server makes on what it registered.
+fn compile(
+    engine: &mut LuaEngine,
+    ctx: Ctx,
+    code: &[u8],
+    name: &str,
+    body_offset: usize,
+    timeout: bool,
+) -> Result<Library, Vec<u8>> {
+    let functions = engine.load_library(ctx, &code[body_offset..], timeout)?;
+    if functions.is_empty() {
+        return Err(b"No functions registered".to_vec());
+    }
+    // 8.1+ check names after the body ran, in registration order (8.0 hosts checked them at registration).
+    // In-library duplicates are refused case-insensitively on every host (SPEC rule 2).
+    if host::get().late_name_checks() {
+        for (i, f) in functions.iter().enumerate() {
+            if let Err(msg) = check_function_name(&functions[..i], f.name.as_bytes()) {
+                engine.release(&functions);
+                return Err(msg.as_bytes().to_vec());
+            }
+        }
+    }
+    Ok(Library { name: name.to_string(), code: code.to_vec(), functions })
+}
+
+impl Registered {
+    pub fn flag_names(&self) -> impl Iterator<Item = &'static str> {
+        self.flags.names()
+    }
+    pub fn has(&self, f: FunctionFlags) -> bool {
+        self.flags.contains(f)
+    }
+}

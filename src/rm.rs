@@ -1,0 +1,275 @@
+//! Thin wrappers over the raw module API calls rfunc needs and the crate does not wrap the way we need them
+//! (exact replies, RM_Call with hand-built flag strings, call replies). Everything here runs on the main thread.
+
+use std::ffi::{c_char, c_int, CString};
+use std::ptr;
+
+use valkey_module::raw;
+
+pub type Ctx = *mut raw::RedisModuleCtx;
+
+macro_rules! api {
+    ($name:ident) => {
+{
+        // SAFETY: the server fills these function pointers in RedisModule_Init, before any of our code runs.
+        #[allow(unused_unsafe)]
+        let f = unsafe { (*std::ptr::addr_of!(raw::$name)).expect(concat!(stringify!($name), " is not available on this server")) };
+        f
+    }
+    };
+}
+pub(crate) use api;
+
+pub fn reply_error_bytes(ctx: Ctx, msg: &[u8]) {
+    // ReplyWithError wants a C string: a NUL inside the text would cut it, so replace it (the server does the
+    // same for CR/LF). The text is sent as `-<msg>`.
+    let c = CString::new(msg.iter().map(|&b| if b == 0 { b' ' } else { b }).collect::<Vec<u8>>())
+        .expect("NULs replaced");
+    unsafe { api!(RedisModule_ReplyWithError)(ctx, c.as_ptr()) };
+}
+
+pub fn reply_error(ctx: Ctx, msg: &str) {
+    reply_error_bytes(ctx, msg.as_bytes());
+}
+
+pub fn reply_simple(ctx: Ctx, msg: &str) {
+    let c = CString::new(msg).unwrap_or_default();
+    unsafe { api!(RedisModule_ReplyWithSimpleString)(ctx, c.as_ptr()) };
+}
+
+pub fn reply_simple_bytes(ctx: Ctx, msg: &[u8]) {
+    let c = CString::new(msg.iter().map(|&b| if b == 0 { b' ' } else { b }).collect::<Vec<u8>>())
+        .expect("NULs replaced");
+    unsafe { api!(RedisModule_ReplyWithSimpleString)(ctx, c.as_ptr()) };
+}
+
+pub fn reply_ok(ctx: Ctx) {
+    reply_simple(ctx, "OK");
+}
+
+pub fn reply_bulk(ctx: Ctx, data: &[u8]) {
+    unsafe { api!(RedisModule_ReplyWithStringBuffer)(ctx, data.as_ptr() as *const c_char, data.len()) };
+}
+
+pub fn reply_int(ctx: Ctx, v: i64) {
+    unsafe { api!(RedisModule_ReplyWithLongLong)(ctx, v) };
+}
+
+pub fn reply_null(ctx: Ctx) {
+    unsafe { api!(RedisModule_ReplyWithNull)(ctx) };
+}
+
+pub fn reply_array(ctx: Ctx, len: i64) {
+    unsafe { api!(RedisModule_ReplyWithArray)(ctx, len as _) };
+}
+
+pub fn reply_map(ctx: Ctx, len: i64) {
+    unsafe { api!(RedisModule_ReplyWithMap)(ctx, len as _) };
+}
+
+pub fn reply_set(ctx: Ctx, len: i64) {
+    unsafe { api!(RedisModule_ReplyWithSet)(ctx, len as _) };
+}
+
+pub fn reply_double(ctx: Ctx, v: f64) {
+    unsafe { api!(RedisModule_ReplyWithDouble)(ctx, v) };
+}
+
+pub fn reply_bool(ctx: Ctx, v: bool) {
+    unsafe { api!(RedisModule_ReplyWithBool)(ctx, v as c_int) };
+}
+
+pub fn reply_big_number(ctx: Ctx, digits: &[u8]) {
+    unsafe { api!(RedisModule_ReplyWithBigNumber)(ctx, digits.as_ptr() as *const c_char, digits.len()) };
+}
+
+pub fn reply_verbatim(ctx: Ctx, data: &[u8], format: &[u8; 3]) {
+    let mut ext = [0 as c_char; 4];
+    for (i, b) in format.iter().enumerate() {
+        ext[i] = *b as c_char;
+    }
+    unsafe { api!(RedisModule_ReplyWithVerbatimStringType)(ctx, data.as_ptr() as *const c_char, data.len(), ext.as_ptr()) };
+}
+
+pub fn set_array_len(ctx: Ctx, len: i64) {
+    unsafe { api!(RedisModule_ReplySetArrayLength)(ctx, len as _) };
+}
+pub fn set_map_len(ctx: Ctx, len: i64) {
+    unsafe { api!(RedisModule_ReplySetMapLength)(ctx, len as _) };
+}
+pub fn set_set_len(ctx: Ctx, len: i64) {
+    unsafe { api!(RedisModule_ReplySetSetLength)(ctx, len as _) };
+}
+
+pub fn replicate_verbatim(ctx: Ctx) {
+    unsafe { api!(RedisModule_ReplicateVerbatim)(ctx) };
+}
+
+pub fn context_flags(ctx: Ctx) -> u32 {
+    unsafe { api!(RedisModule_GetContextFlags)(ctx) as u32 }
+}
+
+pub fn selected_db(ctx: Ctx) -> c_int {
+    unsafe { api!(RedisModule_GetSelectedDb)(ctx) }
+}
+
+pub fn select_db(ctx: Ctx, db: c_int) {
+    unsafe { api!(RedisModule_SelectDb)(ctx, db) };
+}
+
+/// Logs at the given level (`debug`, `verbose`, `notice`, `warning`). The server prefixes `<rfunc> `.
+pub fn log(ctx: Ctx, level: &str, msg: &[u8]) {
+    let level = CString::new(level).unwrap_or_default();
+    let msg = CString::new(msg.iter().map(|&b| if b == 0 { b' ' } else { b }).collect::<Vec<u8>>())
+        .expect("NULs replaced");
+    unsafe { api!(RedisModule_Log)(ctx, level.as_ptr(), c"%s".as_ptr(), msg.as_ptr()) };
+}
+
+/// The bytes of a module string.
+///
+/// # Safety
+/// `s` must be a valid module string that outlives the returned slice.
+pub unsafe fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
+    let mut len = 0usize;
+    let p = api!(RedisModule_StringPtrLen)(s, &mut len);
+    if p.is_null() {
+        &[]
+    } else {
+        std::slice::from_raw_parts(p as *const u8, len)
+    }
+}
+
+pub fn create_string(ctx: Ctx, data: &[u8]) -> *mut raw::RedisModuleString {
+    unsafe { api!(RedisModule_CreateString)(ctx, data.as_ptr() as *const c_char, data.len()) }
+}
+
+pub fn free_string(ctx: Ctx, s: *mut raw::RedisModuleString) {
+    unsafe { api!(RedisModule_FreeString)(ctx, s) };
+}
+
+/// An owned call reply, freed on drop.
+pub struct CallReply(pub *mut raw::RedisModuleCallReply);
+
+impl Drop for CallReply {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            unsafe { api!(RedisModule_FreeCallReply)(self.0) };
+        }
+    }
+}
+
+/// RM_Call with a `v` (argv vector) format. `fmt` holds the other flag letters. Returns the reply (null if the
+/// server refused without an error reply) and the errno the server set.
+pub fn call_argv(ctx: Ctx, cmd: &[u8], fmt: &str, args: &[*mut raw::RedisModuleString]) -> (CallReply, c_int) {
+    let Ok(cmd) = CString::new(cmd) else {
+        return (CallReply(ptr::null_mut()), libc::ENOENT);
+    };
+    let fmt = CString::new(format!("v{fmt}")).expect("flag letters");
+    unsafe {
+        *libc::__errno_location() = 0;
+        let reply = api!(RedisModule_Call)(ctx, cmd.as_ptr(), fmt.as_ptr(), args.as_ptr(), args.len());
+        let errno = *libc::__errno_location();
+        (CallReply(reply), errno)
+    }
+}
+
+/// Calls a command with string arguments and no special flags (used for CONFIG GET / INFO / COMMAND INFO).
+pub fn call_simple(ctx: Ctx, cmd: &str, args: &[&[u8]]) -> CallReply {
+    let strs: Vec<_> = args.iter().map(|a| create_string(ctx, a)).collect();
+    let (reply, _) = call_argv(ctx, cmd.as_bytes(), "E", &strs);
+    for s in strs {
+        free_string(ctx, s);
+    }
+    reply
+}
+
+pub mod reply {
+    //! Reading call replies.
+    use super::*;
+
+    pub const STRING: c_int = raw::REDISMODULE_REPLY_STRING as c_int;
+    pub const ERROR: c_int = raw::REDISMODULE_REPLY_ERROR as c_int;
+    pub const INTEGER: c_int = raw::REDISMODULE_REPLY_INTEGER as c_int;
+    pub const ARRAY: c_int = raw::REDISMODULE_REPLY_ARRAY as c_int;
+    pub const NULL: c_int = raw::REDISMODULE_REPLY_NULL as c_int;
+    pub const MAP: c_int = raw::REDISMODULE_REPLY_MAP as c_int;
+    pub const SET: c_int = raw::REDISMODULE_REPLY_SET as c_int;
+    pub const BOOL: c_int = raw::REDISMODULE_REPLY_BOOL as c_int;
+    pub const DOUBLE: c_int = raw::REDISMODULE_REPLY_DOUBLE as c_int;
+    pub const BIG_NUMBER: c_int = raw::REDISMODULE_REPLY_BIG_NUMBER as c_int;
+    pub const VERBATIM: c_int = raw::REDISMODULE_REPLY_VERBATIM_STRING as c_int;
+    pub const ATTRIBUTE: c_int = raw::REDISMODULE_REPLY_ATTRIBUTE as c_int;
+
+    pub type R = *mut raw::RedisModuleCallReply;
+
+    pub fn kind(r: R) -> c_int {
+        unsafe { api!(RedisModule_CallReplyType)(r) }
+    }
+    /// The string of a STRING, ERROR (without the leading `-`), BIG_NUMBER reply.
+    pub fn bytes<'a>(r: R) -> &'a [u8] {
+        let mut len = 0usize;
+        let p = unsafe { api!(RedisModule_CallReplyStringPtr)(r, &mut len) };
+        if p.is_null() {
+            &[]
+        } else {
+            unsafe { std::slice::from_raw_parts(p as *const u8, len) }
+        }
+    }
+    pub fn big_number<'a>(r: R) -> &'a [u8] {
+        let mut len = 0usize;
+        let p = unsafe { api!(RedisModule_CallReplyBigNumber)(r, &mut len) };
+        if p.is_null() {
+            &[]
+        } else {
+            unsafe { std::slice::from_raw_parts(p as *const u8, len) }
+        }
+    }
+    pub fn verbatim<'a>(r: R) -> (&'a [u8], &'a [u8]) {
+        let mut len = 0usize;
+        let mut fmt: *const c_char = ptr::null();
+        let p = unsafe { api!(RedisModule_CallReplyVerbatim)(r, &mut len, &mut fmt) };
+        let s = if p.is_null() { &[][..] } else { unsafe { std::slice::from_raw_parts(p as *const u8, len) } };
+        let f = if fmt.is_null() { &[][..] } else { unsafe { std::slice::from_raw_parts(fmt as *const u8, 3) } };
+        (s, f)
+    }
+    /// The raw protocol of the reply: its first byte tells a status (`+`) from a bulk string (`$`).
+    pub fn proto_first_byte(r: R) -> u8 {
+        let mut len = 0usize;
+        let p = unsafe { api!(RedisModule_CallReplyProto)(r, &mut len) };
+        if p.is_null() || len == 0 {
+            0
+        } else {
+            unsafe { *(p as *const u8) }
+        }
+    }
+    pub fn integer(r: R) -> i64 {
+        unsafe { api!(RedisModule_CallReplyInteger)(r) }
+    }
+    pub fn double(r: R) -> f64 {
+        unsafe { api!(RedisModule_CallReplyDouble)(r) }
+    }
+    pub fn boolean(r: R) -> bool {
+        unsafe { api!(RedisModule_CallReplyBool)(r) != 0 }
+    }
+    pub fn len(r: R) -> usize {
+        unsafe { api!(RedisModule_CallReplyLength)(r) }
+    }
+    pub fn array_elem(r: R, i: usize) -> R {
+        unsafe { api!(RedisModule_CallReplyArrayElement)(r, i) }
+    }
+    pub fn set_elem(r: R, i: usize) -> R {
+        unsafe { api!(RedisModule_CallReplySetElement)(r, i) }
+    }
+    pub fn map_elem(r: R, i: usize) -> (R, R) {
+        let mut k = ptr::null_mut();
+        let mut v = ptr::null_mut();
+        unsafe { api!(RedisModule_CallReplyMapElement)(r, i, &mut k, &mut v) };
+        (k, v)
+    }
+}
+
+/// Lets the server serve other clients while a function runs (a no-op until `busy-reply-threshold` passed);
+/// meanwhile they get `-BUSY <text>` unless their command is flagged `allow-busy`.
+pub fn yield_clients(ctx: Ctx, busy_text: &std::ffi::CStr) {
+    unsafe { api!(RedisModule_Yield)(ctx, raw::REDISMODULE_YIELD_FLAG_CLIENTS as c_int, busy_text.as_ptr()) };
+}

@@ -1,0 +1,41 @@
+//! The module's one runtime: the registry and the engine its functions live in. Main thread only.
+//!
+//! Commands that must answer while a function runs (RFUNC.STATS, RFUNC.KILL, served from inside the running
+//! function's yield) never borrow the runtime: they read the counters below and the engine's run context.
+
+use std::cell::{Cell, RefCell};
+
+use crate::engine::LuaEngine;
+use crate::registry::Registry;
+
+pub struct Runtime {
+    pub engine: LuaEngine,
+    pub registry: Registry,
+}
+
+thread_local! {
+    static RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
+    static COUNTS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+pub fn init() -> Result<(), String> {
+    let engine = LuaEngine::new()?;
+    RUNTIME.with(|r| *r.borrow_mut() = Some(Runtime { engine, registry: Registry::default() }));
+    Ok(())
+}
+
+/// Runs `f` with the runtime. Errors if the runtime is already in use (a re-entrant call).
+pub fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> Result<R, &'static str> {
+    RUNTIME.with(|r| {
+        let mut guard = r.try_borrow_mut().map_err(|_| "ERR rfunc is busy running a function")?;
+        let rt = guard.as_mut().ok_or("ERR rfunc is not initialised")?;
+        let out = f(rt);
+        COUNTS.with(|c| c.set((rt.registry.libraries().len(), rt.registry.function_count())));
+        Ok(out)
+    })
+}
+
+/// (libraries, functions), readable while a function runs.
+pub fn counts() -> (usize, usize) {
+    COUNTS.with(|c| c.get())
+}
