@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod resp;
+pub mod twin;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use resp::{Conn, Value};
+pub use twin::Twin;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -11,7 +11,12 @@ pub enum Value {
     Error(String),
     Int(i64),
     Bulk(Vec<u8>),
+    /// RESP2 null bulk `$-1`.
     Nil,
+    /// RESP2 null array `*-1`.
+    NilArray,
+    /// RESP3 null `_`.
+    Null,
     Array(Vec<Value>),
     Map(Vec<(Value, Value)>),
     Set(Vec<Value>),
@@ -76,7 +81,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Value, usize)>, String> {
             b',' => Value::Double(text(head)),
             b'(' => Value::BigNumber(text(head)),
             b'#' => Value::Bool(head == b"t"),
-            b'_' => Value::Nil,
+            b'_' => Value::Null,
             b'$' | b'=' | b'!' => {
                 let n = num(head)?;
                 if n < 0 {
@@ -101,7 +106,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Value, usize)>, String> {
             b'*' | b'~' | b'>' | b'%' | b'|' => {
                 let n = num(head)?;
                 if n < 0 {
-                    Value::Nil
+                    Value::NilArray
                 } else {
                     let count = if kind == b'%' || kind == b'|' { 2 * n as usize } else { n as usize };
                     let mut items = Vec::with_capacity(count);
@@ -138,6 +143,55 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Value, usize)>, String> {
         Ok(Some((value, next)))
     }
     at(buf, 0)
+}
+
+/// Serialises a value back to the exact bytes it was parsed from.
+pub fn serialize(v: &Value, out: &mut Vec<u8>) {
+    fn line(out: &mut Vec<u8>, kind: u8, text: &[u8]) {
+        out.push(kind);
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"\r\n");
+    }
+    match v {
+        Value::Simple(s) => line(out, b'+', s.as_bytes()),
+        Value::Error(s) => line(out, b'-', s.as_bytes()),
+        Value::Int(i) => line(out, b':', i.to_string().as_bytes()),
+        Value::Bulk(b) => {
+            line(out, b'$', b.len().to_string().as_bytes());
+            out.extend_from_slice(b);
+            out.extend_from_slice(b"\r\n");
+        }
+        Value::Nil => out.extend_from_slice(b"$-1\r\n"),
+        Value::NilArray => out.extend_from_slice(b"*-1\r\n"),
+        Value::Null => out.extend_from_slice(b"_\r\n"),
+        Value::Array(a) | Value::Set(a) | Value::Push(a) => {
+            let kind = match v {
+                Value::Array(_) => b'*',
+                Value::Set(_) => b'~',
+                _ => b'>',
+            };
+            line(out, kind, a.len().to_string().as_bytes());
+            for x in a {
+                serialize(x, out);
+            }
+        }
+        Value::Map(m) => {
+            line(out, b'%', m.len().to_string().as_bytes());
+            for (k, x) in m {
+                serialize(k, out);
+                serialize(x, out);
+            }
+        }
+        Value::Double(d) => line(out, b',', d.as_bytes()),
+        Value::Bool(b) => line(out, b'#', if *b { b"t" } else { b"f" }),
+        Value::BigNumber(n) => line(out, b'(', n.as_bytes()),
+        Value::Verbatim(f, s) => {
+            let body = [f.as_bytes(), b":", s].concat();
+            line(out, b'=', body.len().to_string().as_bytes());
+            out.extend_from_slice(&body);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
 }
 
 /// Encodes a command as a RESP array of bulk strings.
