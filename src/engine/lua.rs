@@ -413,6 +413,7 @@ unsafe fn init_state(l: *mut lua_State, out: &mut InitOut) {
     ffi::lua_pushcfunction(l, math_randomseed);
     ffi::lua_setfield(l, -2, c"randomseed".as_ptr());
     ffi::lua_pop(l, 1);
+    super::libs::open_all(l);
 
     // server / redis (one table under two names).
     ffi::lua_createtable(l, 0, 24);
@@ -700,8 +701,11 @@ unsafe fn parse_registration(l: *mut lua_State, callback: &mut Option<c_int>) ->
     let mut flags = FunctionFlags::empty();
     ffi::lua_pushnil(l);
     while ffi::lua_next(l, 1) != 0 {
-        if ffi::lua_type(l, -2) != ffi::LUA_TSTRING {
-            return Err("named argument key given to server.register_function is not a string");
+        match ffi::lua_type(l, -2) {
+            ffi::LUA_TSTRING => {}
+            // A number key is a string to Lua's API, just never one of the names.
+            ffi::LUA_TNUMBER => return Err("unknown argument given to server.register_function"),
+            _ => return Err("named argument key given to server.register_function is not a string"),
         }
         let key = to_bytes(l, -2).unwrap_or_default().to_ascii_lowercase();
         match key.as_slice() {
@@ -840,7 +844,7 @@ unsafe fn error_message(l: *mut lua_State, idx: c_int) -> (Vec<u8>, Option<(Vec<
     }
     push_str(l, "err");
     ffi::lua_rawget(l, idx);
-    let msg = if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
+    let msg = if ffi::lua_isstring(l, -1) != 0 {
         to_bytes(l, -1).unwrap_or_default().to_vec()
     } else {
         b"ERR unknown error".to_vec()

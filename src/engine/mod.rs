@@ -2,6 +2,7 @@
 //! `LuaEngine` (load a library's code and collect its registrations, call a function, report memory, free).
 
 pub mod call;
+mod libs;
 pub mod lua;
 pub mod reply;
 
