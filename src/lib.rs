@@ -8,10 +8,13 @@ mod commands;
 mod config;
 mod engine;
 mod host;
+mod info;
+mod persistence;
 mod registry;
 mod rm;
 mod runtime;
 
+use persistence::REGISTRY_TYPE;
 use valkey_module::{valkey_module, Context, Status, ValkeyString};
 
 pub const MODULE_NAME: &str = "rfunc";
@@ -44,6 +47,12 @@ fn init(ctx: &Context, _args: &[ValkeyString]) -> Status {
         ctx.log_warning(&e);
         return Status::Err;
     }
+    // Corrupted aux bytes must give rfunc a clean error rather than abort the server, and this keeps diskless
+    // replica loading available.
+    ctx.set_module_options(valkey_module::ModuleOptions::HANDLE_IO_ERRORS);
+    persistence::subscribe(ctx.ctx);
+    info::register(ctx.ctx);
+    engine::call::subscribe(ctx.ctx);
     Status::Ok
 }
 
@@ -51,7 +60,7 @@ valkey_module! {
     name: MODULE_NAME,
     version: MODULE_VERSION,
     allocator: (alloc::RfuncAlloc, alloc::RfuncAlloc),
-    data_types: [],
+    data_types: [REGISTRY_TYPE],
     init: init,
     commands: [],
 }

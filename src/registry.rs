@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use rfunc_core::library::{parse_header, FunctionFlags};
+use rfunc_core::library::parse_header;
 
 use crate::engine::lua::check_function_name;
 use crate::engine::{LuaEngine, Registered};
@@ -233,13 +233,4 @@ fn compile(
         }
     }
     Ok(Library { name: name.to_string(), code: code.to_vec(), functions })
-}
-
-impl Registered {
-    pub fn flag_names(&self) -> impl Iterator<Item = &'static str> {
-        self.flags.names()
-    }
-    pub fn has(&self, f: FunctionFlags) -> bool {
-        self.flags.contains(f)
-    }
 }

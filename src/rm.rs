@@ -198,7 +198,6 @@ pub mod reply {
     pub const DOUBLE: c_int = raw::REDISMODULE_REPLY_DOUBLE as c_int;
     pub const BIG_NUMBER: c_int = raw::REDISMODULE_REPLY_BIG_NUMBER as c_int;
     pub const VERBATIM: c_int = raw::REDISMODULE_REPLY_VERBATIM_STRING as c_int;
-    pub const ATTRIBUTE: c_int = raw::REDISMODULE_REPLY_ATTRIBUTE as c_int;
 
     pub type R = *mut raw::RedisModuleCallReply;
 

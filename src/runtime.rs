@@ -16,6 +16,7 @@ pub struct Runtime {
 thread_local! {
     static RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
     static COUNTS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    static ENGINE_MEMORY: Cell<usize> = const { Cell::new(0) };
 }
 
 pub fn init() -> Result<(), String> {
@@ -31,6 +32,7 @@ pub fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> Result<R, &'static str> {
         let rt = guard.as_mut().ok_or("ERR rfunc is not initialised")?;
         let out = f(rt);
         COUNTS.with(|c| c.set((rt.registry.libraries().len(), rt.registry.function_count())));
+        ENGINE_MEMORY.with(|c| c.set(rt.engine.memory()));
         Ok(out)
     })
 }
@@ -38,4 +40,9 @@ pub fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> Result<R, &'static str> {
 /// (libraries, functions), readable while a function runs.
 pub fn counts() -> (usize, usize) {
     COUNTS.with(|c| c.get())
+}
+
+/// Bytes of the Lua heap, as of the last use of the runtime.
+pub fn engine_memory() -> usize {
+    ENGINE_MEMORY.with(|c| c.get())
 }

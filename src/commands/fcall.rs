@@ -102,6 +102,7 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
         if api::selected_db(ctx) != run.original_db {
             api::select_db(ctx, run.original_db);
         }
+        crate::info::count_call(out.error.is_some());
         if let Some(e) = out.error {
             api::reply_error_bytes(ctx, &e);
         }

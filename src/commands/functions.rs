@@ -151,7 +151,7 @@ pub fn list(ctx: Ctx, argv: &[&[u8]]) {
                     None => api::reply_null(ctx),
                 }
                 api::reply_bulk(ctx, b"flags");
-                let names: Vec<_> = f.flag_names().collect();
+                let names: Vec<_> = f.flags.names().collect();
                 api::reply_set(ctx, names.len() as i64);
                 for n in names {
                     api::reply_simple(ctx, n);

@@ -377,8 +377,3 @@ pub fn register(ctx: Ctx) -> Result<(), String> {
     }
     Ok(())
 }
-
-/// `-ERR wrong number of arguments for '<cmd>' command`, the server's arity text.
-pub fn wrong_arity(ctx: Ctx, cmd: &str) {
-    api::reply_error(ctx, &format!("ERR wrong number of arguments for '{cmd}' command"));
-}

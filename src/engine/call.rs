@@ -27,9 +27,18 @@ thread_local! {
     static COMMANDS: RefCell<HashMap<Vec<u8>, Option<CommandFlags>>> = RefCell::new(HashMap::new());
 }
 
-/// Forgets cached command flags (after MODULE LOAD / UNLOAD the command table may change).
-pub fn clear_command_cache() {
-    COMMANDS.with(|c| c.borrow_mut().clear());
+/// Forgets cached command flags: after MODULE LOAD / UNLOAD the command table may have changed.
+unsafe extern "C" fn on_module_change(_ctx: api::Ctx, _eid: raw::RedisModuleEvent, _sub: u64, _data: *mut std::ffi::c_void) {
+    COMMANDS.with(|c| {
+        if let Ok(mut m) = c.try_borrow_mut() {
+            m.clear();
+        }
+    });
+}
+
+pub fn subscribe(ctx: api::Ctx) {
+    let event = raw::RedisModuleEvent { id: raw::REDISMODULE_EVENT_MODULE_CHANGE, dataver: 1 };
+    unsafe { api::api!(RedisModule_SubscribeToServerEvent)(ctx, event, Some(on_module_change)) };
 }
 
 fn command_info(ctx: api::Ctx, name: &[u8]) -> Option<CommandFlags> {

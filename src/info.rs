@@ -1,0 +1,54 @@
+//! The `# rfunc` section of INFO (also `INFO rfunc` / `INFO everything`).
+
+use std::cell::Cell;
+use std::ffi::{c_int, CString};
+
+use valkey_module::raw;
+
+use crate::engine::lua;
+use crate::rm::api;
+use crate::runtime;
+
+thread_local! {
+    static CALLS: Cell<u64> = const { Cell::new(0) };
+    static ERRORS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts one function call and whether it ended in an error.
+pub fn count_call(failed: bool) {
+    CALLS.with(|c| c.set(c.get() + 1));
+    if failed {
+        ERRORS.with(|c| c.set(c.get() + 1));
+    }
+}
+
+unsafe fn field_i64(ctx: *mut raw::RedisModuleInfoCtx, name: &str, v: i64) {
+    let name = CString::new(name).expect("field name");
+    api!(RedisModule_InfoAddFieldLongLong)(ctx, name.as_ptr(), v);
+}
+
+unsafe fn field_str(ctx: *mut raw::RedisModuleInfoCtx, name: &str, v: &str) {
+    let name = CString::new(name).expect("field name");
+    let v = CString::new(v.replace(['\r', '\n', '\0'], " ")).expect("no NUL");
+    api!(RedisModule_InfoAddFieldCString)(ctx, name.as_ptr(), v.as_ptr());
+}
+
+extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+    let _ = std::panic::catch_unwind(|| unsafe {
+        // Section "" is the module's default section: `# rfunc`.
+        api!(RedisModule_InfoAddSection)(ctx, c"".as_ptr());
+        let (libs, fns) = runtime::counts();
+        field_str(ctx, "rfunc_version", env!("CARGO_PKG_VERSION"));
+        field_i64(ctx, "rfunc_libraries", libs as i64);
+        field_i64(ctx, "rfunc_functions", fns as i64);
+        field_i64(ctx, "rfunc_engine_memory", runtime::engine_memory() as i64);
+        field_i64(ctx, "rfunc_calls", CALLS.with(|c| c.get()) as i64);
+        field_i64(ctx, "rfunc_errors", ERRORS.with(|c| c.get()) as i64);
+        let running = lua::running().map(|r| r.function.clone()).unwrap_or_default();
+        field_str(ctx, "rfunc_running_function", &running);
+    });
+}
+
+pub fn register(ctx: crate::rm::Ctx) {
+    raw::register_info_function(ctx, Some(info));
+}
