@@ -110,7 +110,13 @@ fn other_opcodes() {
     for op in (0u8..=255).filter(|&b| b != 0xf5 && b != 0xf6) {
         let e = payload::decode(&with_footer(&[op, 0x00], 80)).unwrap_err();
         assert_eq!(e.to_string(), NOT_A_FUNCTION);
-        assert_eq!(e, PayloadError::NotAFunction { offset: 0, opcode: op });
+        assert_eq!(
+            e,
+            PayloadError::NotAFunction {
+                offset: 0,
+                opcode: op
+            }
+        );
     }
 }
 
@@ -131,7 +137,11 @@ fn trailing_f5_reads_the_footer() {
     body.extend(payload::rdb::encode_string(MYLIB, true));
     body.push(0xf5);
     for v in [10u16, 11, 80] {
-        assert_eq!(err_text(&with_footer(&body, v)), LIBRARY_PAYLOAD, "version {v}");
+        assert_eq!(
+            err_text(&with_footer(&body, v)),
+            LIBRARY_PAYLOAD,
+            "version {v}"
+        );
     }
 }
 
@@ -140,7 +150,10 @@ fn library_payload_failures() {
     let cases: &[(&str, &[u8])] = &[
         ("F5 alone", &[0xf5]),
         ("length longer than buffer", &[0xf5, 0x3f, b'a', b'b', b'c']),
-        ("length far past the end (14-bit)", &[0xf5, 0x7f, 0xff, b'a']),
+        (
+            "length far past the end (14-bit)",
+            &[0xf5, 0x7f, 0xff, b'a'],
+        ),
         (
             "64-bit all ones",
             &[0xf5, 0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
@@ -187,7 +200,10 @@ fn lzf_entry_failures() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("len + 1", lzf_entry(c.len(), code.len() + 1, &c)),
         ("len - 1", lzf_entry(c.len(), code.len() - 1, &c)),
-        ("clen past the end", lzf_entry(c.len() + 100, code.len(), &c)),
+        (
+            "clen past the end",
+            lzf_entry(c.len() + 100, code.len(), &c),
+        ),
         ("corrupted back-reference", {
             // Point the first back-reference far before the start.
             let mut bad = c.clone();
@@ -214,8 +230,14 @@ fn lzf_entry_failures() {
 #[test]
 fn strings_that_decode_to_non_code() {
     // These restore into library-creation errors ("Missing library metadata"), not payload errors.
-    assert_eq!(libs(&with_footer(&[0xf5, 0xc0, 0x05], 80)), vec![b"5".to_vec()]);
-    assert_eq!(libs(&with_footer(&[0xf5, 0xc0, 0xfb], 80)), vec![b"-5".to_vec()]);
+    assert_eq!(
+        libs(&with_footer(&[0xf5, 0xc0, 0x05], 80)),
+        vec![b"5".to_vec()]
+    );
+    assert_eq!(
+        libs(&with_footer(&[0xf5, 0xc0, 0xfb], 80)),
+        vec![b"-5".to_vec()]
+    );
     assert_eq!(
         libs(&with_footer(&[0xf5, 0xc1, 0x00, 0x80], 80)),
         vec![b"-32768".to_vec()]
@@ -225,7 +247,10 @@ fn strings_that_decode_to_non_code() {
         vec![b"2147483647".to_vec()]
     );
     assert_eq!(
-        libs(&with_footer(&[0xf5, 0xc3, 0x03, 0x00, 0x61, 0x62, 0x63], 80)),
+        libs(&with_footer(
+            &[0xf5, 0xc3, 0x03, 0x00, 0x61, 0x62, 0x63],
+            80
+        )),
         vec![Vec::<u8>::new()]
     );
     let mut body = vec![0xf5];
@@ -241,7 +266,10 @@ fn strings_that_decode_to_non_code() {
         vec![b"hi".to_vec()]
     );
     assert_eq!(
-        libs(&with_footer(&[0xf5, 0x81, 0, 0, 0, 0, 0, 0, 0, 2, b'h', b'i'], 80)),
+        libs(&with_footer(
+            &[0xf5, 0x81, 0, 0, 0, 0, 0, 0, 0, 2, b'h', b'i'],
+            80
+        )),
         vec![b"hi".to_vec()]
     );
 }
@@ -350,11 +378,17 @@ fn decompressor_errors() {
     );
     assert_eq!(
         lzf::decompress(&[], 5),
-        Err(LzfError::ImpossibleLength { expected: 5, max: 0 })
+        Err(LzfError::ImpossibleLength {
+            expected: 5,
+            max: 0
+        })
     );
     assert!(matches!(
         lzf::decompress(&ok, 7),
-        Err(LzfError::OutputTooShort { produced: 6, expected: 7 })
+        Err(LzfError::OutputTooShort {
+            produced: 6,
+            expected: 7
+        })
     ));
     assert!(matches!(
         lzf::decompress(&ok, 5),
@@ -366,6 +400,12 @@ fn decompressor_errors() {
         Err(LzfError::OutputTooLong { at: 0 })
     );
     // Arrangements the compressor never emits are still accepted: overlapping copy, distance 1.
-    assert_eq!(lzf::decompress(&[0x00, b'z', 0xe0, 0x00, 0x00], 10).unwrap(), [b'z'; 10]);
-    assert_eq!(lzf::decompress(&[0x00, b'a', 0x00, b'b'], 2).unwrap(), b"ab");
+    assert_eq!(
+        lzf::decompress(&[0x00, b'z', 0xe0, 0x00, 0x00], 10).unwrap(),
+        [b'z'; 10]
+    );
+    assert_eq!(
+        lzf::decompress(&[0x00, b'a', 0x00, b'b'], 2).unwrap(),
+        b"ab"
+    );
 }

@@ -79,9 +79,18 @@ fn three_libs_order_is_payload_order() {
 #[test]
 fn empty_registry_footers() {
     for (version, footer) in [
-        (80u16, [0x50, 0x00, 0x92, 0xb1, 0x95, 0xd1, 0x91, 0x2d, 0xc5, 0x2e]),
-        (11, [0x0b, 0x00, 0x34, 0x44, 0xe1, 0x33, 0xf2, 0xe0, 0x4b, 0x53]),
-        (10, [0x0a, 0x00, 0x5d, 0x9b, 0x5c, 0x40, 0x0f, 0x7f, 0xa2, 0xda]),
+        (
+            80u16,
+            [0x50, 0x00, 0x92, 0xb1, 0x95, 0xd1, 0x91, 0x2d, 0xc5, 0x2e],
+        ),
+        (
+            11,
+            [0x0b, 0x00, 0x34, 0x44, 0xe1, 0x33, 0xf2, 0xe0, 0x4b, 0x53],
+        ),
+        (
+            10,
+            [0x0a, 0x00, 0x5d, 0x9b, 0x5c, 0x40, 0x0f, 0x7f, 0xa2, 0xda],
+        ),
     ] {
         let empty: [&[u8]; 0] = [];
         assert_eq!(payload::encode(&empty, version, true), footer);
@@ -130,6 +139,8 @@ struct LzfCase {
     name: String,
     input_len: usize,
     lzf: bool,
+    /// What the compressor produces with unlimited room (index.tsv column 6).
+    unbounded_len: usize,
 }
 
 fn lzf_cases() -> Vec<LzfCase> {
@@ -148,6 +159,7 @@ fn lzf_cases() -> Vec<LzfCase> {
                     "raw" => false,
                     other => panic!("bad kind {other}"),
                 },
+                unbounded_len: cols[5].parse().unwrap(),
             }
         })
         .collect()
@@ -164,6 +176,14 @@ fn lzf_vectors() {
         assert_eq!(input.len(), c.input_len, "{}", c.name);
         let lzf_path = dir.join(format!("{}.lzf", c.name));
         let cap = input.len().saturating_sub(4);
+        let unbounded = lzf::compress(&input, usize::MAX).unwrap();
+        assert_eq!(
+            unbounded.len(),
+            c.unbounded_len,
+            "{}: unbounded length",
+            c.name
+        );
+        assert_eq!(lzf::decompress(&unbounded, input.len()).unwrap(), input);
         if c.lzf {
             let expected = read(&lzf_path);
             let got = lzf::compress(&input, cap).unwrap_or_else(|| panic!("{}: gave up", c.name));

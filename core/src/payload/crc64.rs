@@ -71,7 +71,10 @@ mod tests {
     fn chaining() {
         let a = crc64(0, b"1234");
         assert_eq!(crc64(a, b"56789"), CHECK);
-        assert_eq!(crc64_reference(crc64_reference(0, b"12345"), b"6789"), CHECK);
+        assert_eq!(
+            crc64_reference(crc64_reference(0, b"12345"), b"6789"),
+            CHECK
+        );
         assert_eq!(crc64(CHECK, b""), CHECK);
     }
 }

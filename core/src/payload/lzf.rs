@@ -196,10 +196,16 @@ impl fmt::Display for LzfError {
                 write!(f, "LZF back-reference at {at} points before the start")
             }
             LzfError::OutputTooShort { produced, expected } => {
-                write!(f, "LZF stream produced {produced} bytes, expected {expected}")
+                write!(
+                    f,
+                    "LZF stream produced {produced} bytes, expected {expected}"
+                )
             }
             LzfError::ImpossibleLength { expected, max } => {
-                write!(f, "LZF declared length {expected} exceeds the maximum {max}")
+                write!(
+                    f,
+                    "LZF declared length {expected} exceeds the maximum {max}"
+                )
             }
         }
     }
@@ -293,7 +299,10 @@ mod tests {
             compress(&input, 17).unwrap(),
             [0x01, 0x62, 0x62, 0xe0, 0x0a, 0x00]
         );
-        assert_eq!(decompress(&[0x01, 0x62, 0x62, 0xe0, 0x0a, 0x00], 21).unwrap(), input);
+        assert_eq!(
+            decompress(&[0x01, 0x62, 0x62, 0xe0, 0x0a, 0x00], 21).unwrap(),
+            input
+        );
     }
 
     #[test]

@@ -96,7 +96,9 @@ impl PayloadError {
             PayloadError::VersionOrChecksum(FooterError::ChecksumMismatch { stored, computed }) => {
                 format!("CRC-64 mismatch: stored {stored:#018x}, computed {computed:#018x}")
             }
-            PayloadError::PreGaFormat { offset } => format!("pre-GA opcode 0xf6 at offset {offset}"),
+            PayloadError::PreGaFormat { offset } => {
+                format!("pre-GA opcode 0xf6 at offset {offset}")
+            }
             PayloadError::NotAFunction { offset, opcode } => {
                 format!("opcode {opcode:#04x} at offset {offset} is not 0xf5")
             }

@@ -319,10 +319,7 @@ mod tests {
             (16383, &[0x7f, 0xff]),
             (16384, &[0x80, 0x00, 0x00, 0x40, 0x00]),
             (u32::MAX as u64, &[0x80, 0xff, 0xff, 0xff, 0xff]),
-            (
-                u32::MAX as u64 + 1,
-                &[0x81, 0, 0, 0, 1, 0, 0, 0, 0],
-            ),
+            (u32::MAX as u64 + 1, &[0x81, 0, 0, 0, 1, 0, 0, 0, 0]),
         ] {
             let mut out = Vec::new();
             write_len(&mut out, v);
@@ -332,13 +329,20 @@ mod tests {
             assert_eq!(r.remaining(), 0);
         }
         // Non-minimal forms are accepted.
-        assert_eq!(Reader::new(&[0x40, 0x05]).read_length().unwrap(), Length::Plain(5));
         assert_eq!(
-            Reader::new(&[0x81, 0, 0, 0, 0, 0, 0, 0, 5]).read_length().unwrap(),
+            Reader::new(&[0x40, 0x05]).read_length().unwrap(),
+            Length::Plain(5)
+        );
+        assert_eq!(
+            Reader::new(&[0x81, 0, 0, 0, 0, 0, 0, 0, 5])
+                .read_length()
+                .unwrap(),
             Length::Plain(5)
         );
         for b in 0x82..=0xbf {
-            let e = Reader::new(&[b, 0, 0, 0, 0, 0, 0, 0, 0]).read_length().unwrap_err();
+            let e = Reader::new(&[b, 0, 0, 0, 0, 0, 0, 0, 0])
+                .read_length()
+                .unwrap_err();
             assert_eq!(e.kind, RdbErrorKind::InvalidLengthByte(b));
             assert_eq!(e.offset, 0);
         }
@@ -406,12 +410,24 @@ mod tests {
     #[test]
     fn reader_errors() {
         let e = read(&[0x05, b'a']).unwrap_err();
-        assert_eq!(e.kind, RdbErrorKind::UnexpectedEnd { needed: 5, available: 1 });
+        assert_eq!(
+            e.kind,
+            RdbErrorKind::UnexpectedEnd {
+                needed: 5,
+                available: 1
+            }
+        );
         assert_eq!(e.offset, 1);
         let e = read(&[0xc4]).unwrap_err();
         assert_eq!(e.kind, RdbErrorKind::UnknownStringEncoding(4));
         let e = read(&[0x80, 0xff, 0xff, 0xff, 0xff, 0x00]).unwrap_err();
-        assert!(matches!(e.kind, RdbErrorKind::UnexpectedEnd { needed: 0xffff_ffff, .. }));
+        assert!(matches!(
+            e.kind,
+            RdbErrorKind::UnexpectedEnd {
+                needed: 0xffff_ffff,
+                ..
+            }
+        ));
         let e = read(&[0xc0]).unwrap_err();
         assert!(matches!(e.kind, RdbErrorKind::UnexpectedEnd { .. }));
     }
@@ -434,8 +450,13 @@ mod tests {
 
     #[test]
     fn lzf_huge_declared_length_is_rejected_without_allocating() {
-        let e = read(&[0xc3, 0x02, 0x81, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, b'x'])
-            .unwrap_err();
-        assert!(matches!(e.kind, RdbErrorKind::Lzf(LzfError::ImpossibleLength { .. })));
+        let e = read(&[
+            0xc3, 0x02, 0x81, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, b'x',
+        ])
+        .unwrap_err();
+        assert!(matches!(
+            e.kind,
+            RdbErrorKind::Lzf(LzfError::ImpossibleLength { .. })
+        ));
     }
 }
