@@ -25,15 +25,18 @@ lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test-unit: setup
-	cargo test -p rfunc-core
+	cargo test -p rfunc-core -p rfunc-lua-sys
 
-test-integration: build
+# Integration tests run against a build with the test-only hooks (RFUNC.TESTPANIC).
+test-integration: setup
+	cargo build --release --features test-hooks
 	VALKEY_SERVER=$(VALKEY_SERVER) cargo test -p rfunc
 
 test: lint test-unit test-integration
 
 # The integration tests against every supported server version in turn.
-test-all: build
+test-all: setup
+	cargo build --release --features test-hooks
 	@set -e; for v in $(VERSIONS); do \
 	  echo "=== Valkey $$v ==="; \
 	  VALKEY_SERVER=$(CURDIR)/$(SERVERS)/$$v/valkey-server cargo test -p rfunc; \

@@ -28,16 +28,26 @@ pub fn get() -> &'static Host {
 
 fn parse_version(s: &str) -> (u32, u32, u32) {
     let mut it = s.trim().split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0), it.next().unwrap_or(0))
+    (
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+    )
 }
 
 /// Reads the server's identity from `INFO server`. Called once from the module's init.
 pub fn detect(ctx: Ctx) {
     let r = rm::call_simple(ctx, "INFO", &[b"server"]);
-    let text = if r.0.is_null() { Vec::new() } else { reply::bytes(r.0).to_vec() };
+    let text = if r.0.is_null() {
+        Vec::new()
+    } else {
+        reply::bytes(r.0).to_vec()
+    };
     let text = String::from_utf8_lossy(&text);
     let field = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(|v| v.trim().to_string())
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+            .map(|v| v.trim().to_string())
     };
     let redis = field("redis_version").unwrap_or_else(|| "7.2.4".into());
     let valkey = field("valkey_version");
@@ -46,7 +56,8 @@ pub fn detect(ctx: Ctx) {
         version: parse_version(&version_text),
         version_text,
         redis_version_text: redis,
-        server_name: field("server_name").unwrap_or_else(|| if valkey.is_some() { "valkey" } else { "redis" }.into()),
+        server_name: field("server_name")
+            .unwrap_or_else(|| if valkey.is_some() { "valkey" } else { "redis" }.into()),
     };
     let _ = HOST.set(host);
 }
@@ -62,11 +73,7 @@ impl Host {
     }
     /// The RDB version the server writes in DUMP payloads.
     pub fn rdb_version(&self) -> u16 {
-        if self.at_least(9, 0) {
-            80
-        } else {
-            11
-        }
+        self.payload_host().rdb_version()
     }
     /// "This Valkey command is not allowed from script" (9.x) vs "This Redis command ..." (8.x).
     pub fn product_name_in_errors(&self) -> &'static str {
@@ -74,6 +81,17 @@ impl Host {
             "Valkey"
         } else {
             "Redis"
+        }
+    }
+    /// The host as the payload codec knows it (for its RESTORE version rule).
+    pub fn payload_host(&self) -> rfunc_core::payload::Host {
+        use rfunc_core::payload::Host;
+        if self.at_least(9, 0) {
+            Host::Valkey9
+        } else if self.at_least(8, 1) {
+            Host::Valkey81
+        } else {
+            Host::Valkey80
         }
     }
     pub fn killed_message(&self) -> &'static str {

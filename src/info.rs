@@ -35,17 +35,19 @@ unsafe fn field_str(ctx: *mut raw::RedisModuleInfoCtx, name: &str, v: &str) {
 
 extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
     let _ = std::panic::catch_unwind(|| unsafe {
-        // Section "" is the module's default section: `# rfunc`.
+        // Section "" is the module's default section: `# rfunc`; the server prefixes field names with `rfunc_`.
         api!(RedisModule_InfoAddSection)(ctx, c"".as_ptr());
         let (libs, fns) = runtime::counts();
-        field_str(ctx, "rfunc_version", env!("CARGO_PKG_VERSION"));
-        field_i64(ctx, "rfunc_libraries", libs as i64);
-        field_i64(ctx, "rfunc_functions", fns as i64);
-        field_i64(ctx, "rfunc_engine_memory", runtime::engine_memory() as i64);
-        field_i64(ctx, "rfunc_calls", CALLS.with(|c| c.get()) as i64);
-        field_i64(ctx, "rfunc_errors", ERRORS.with(|c| c.get()) as i64);
-        let running = lua::running().map(|r| r.function.clone()).unwrap_or_default();
-        field_str(ctx, "rfunc_running_function", &running);
+        field_str(ctx, "version", env!("CARGO_PKG_VERSION"));
+        field_i64(ctx, "libraries", libs as i64);
+        field_i64(ctx, "functions", fns as i64);
+        field_i64(ctx, "engine_memory", runtime::engine_memory() as i64);
+        field_i64(ctx, "calls", CALLS.with(|c| c.get()) as i64);
+        field_i64(ctx, "errors", ERRORS.with(|c| c.get()) as i64);
+        let running = lua::running()
+            .map(|r| r.function.clone())
+            .unwrap_or_default();
+        field_str(ctx, "running_function", &running);
     });
 }
 

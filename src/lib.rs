@@ -13,8 +13,11 @@ mod persistence;
 mod registry;
 mod rm;
 mod runtime;
+#[cfg(feature = "test-hooks")]
+mod testhooks;
 
 use persistence::REGISTRY_TYPE;
+use valkey_module::configuration::ConfigurationFlags;
 use valkey_module::{valkey_module, Context, Status, ValkeyString};
 
 pub const MODULE_NAME: &str = "rfunc";
@@ -52,6 +55,7 @@ fn init(ctx: &Context, _args: &[ValkeyString]) -> Status {
     ctx.set_module_options(valkey_module::ModuleOptions::HANDLE_IO_ERRORS);
     persistence::subscribe(ctx.ctx);
     info::register(ctx.ctx);
+    config::subscribe(ctx.ctx);
     engine::call::subscribe(ctx.ctx);
     Status::Ok
 }
@@ -63,4 +67,14 @@ valkey_module! {
     data_types: [REGISTRY_TYPE],
     init: init,
     commands: [],
+    configurations: [
+        i64: [
+            ["max-memory", &config::MAX_MEMORY, config::MAX_MEMORY_DEFAULT, 0, i64::MAX, ConfigurationFlags::MEMORY, None],
+            ["busy-reply-threshold", &config::BUSY_THRESHOLD, config::BUSY_THRESHOLD_DEFAULT, -1, i64::MAX, ConfigurationFlags::DEFAULT, None],
+        ],
+        string: [],
+        bool: [],
+        enum: [],
+        module_args_as_configuration: true,
+    ]
 }

@@ -98,21 +98,41 @@ fn load_registry(io: *mut raw::RedisModuleIO, encver: c_int) -> Result<(), Strin
             "the RDB holds registry data of encoding version {encver}, newer than this build understands ({ENCODING_VERSION}); upgrade rfunc"
         ));
     }
-    let buf = raw::load_string_buffer(io).map_err(|e| format!("cannot read the registry record: {e}"))?;
+    let buf =
+        raw::load_string_buffer(io).map_err(|e| format!("cannot read the registry record: {e}"))?;
     let decoded = payload::decode_with(buf.as_ref(), |_| true)
         .map_err(|e| format!("corrupted registry record: {e} ({})", e.detail()))?;
     let ctx: Ctx = unsafe { api::api!(RedisModule_GetContextFromIO)(io) };
     let count = decoded.libraries.len();
-    runtime::with(|rt| rt.registry.restore(&mut rt.engine, ctx, decoded.libraries, RestorePolicy::Flush, false))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot load a library of the registry record: {}", String::from_utf8_lossy(&e)))?;
+    runtime::with(|rt| {
+        rt.registry.restore(
+            &mut rt.engine,
+            ctx,
+            decoded.libraries,
+            None,
+            RestorePolicy::Flush,
+            false,
+        )
+    })
+    .map_err(|e| e.to_string())?
+    .map_err(|e| {
+        format!(
+            "cannot load a library of the registry record: {}",
+            String::from_utf8_lossy(&e)
+        )
+    })?;
     log_io(io, "notice", &format!("loaded {count} libraries"));
     Ok(())
 }
 
 /// A dataset is about to be loaded (startup, DEBUG RELOAD, full sync): forget the registry, so the loaded one
 /// replaces it instead of merging, and an empty saved registry (no aux record) leaves it empty.
-unsafe extern "C" fn on_loading(ctx: *mut raw::RedisModuleCtx, _eid: raw::RedisModuleEvent, sub: u64, _data: *mut c_void) {
+unsafe extern "C" fn on_loading(
+    ctx: *mut raw::RedisModuleCtx,
+    _eid: raw::RedisModuleEvent,
+    sub: u64,
+    _data: *mut c_void,
+) {
     if matches!(
         sub,
         raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
@@ -144,7 +164,12 @@ fn persistence_field(ctx: Ctx, field: &std::ffi::CStr) -> Option<i64> {
 /// incremental files holding the RFUNC commands that built the registry (durability.md §1.4). When such a rewrite
 /// starts, the server has already opened the incremental file that will follow the new base: write one
 /// `RFUNC.RESTORE <payload> FLUSH` with the whole registry into it (AOF only), so a restart rebuilds the registry.
-unsafe extern "C" fn on_fork_child(ctx: *mut raw::RedisModuleCtx, _eid: raw::RedisModuleEvent, sub: u64, _data: *mut c_void) {
+unsafe extern "C" fn on_fork_child(
+    ctx: *mut raw::RedisModuleCtx,
+    _eid: raw::RedisModuleEvent,
+    sub: u64,
+    _data: *mut c_void,
+) {
     if sub != raw::REDISMODULE_SUBEVENT_FORK_CHILD_BORN {
         return;
     }
@@ -158,7 +183,11 @@ unsafe extern "C" fn on_fork_child(ctx: *mut raw::RedisModuleCtx, _eid: raw::Red
             let libs = rt.registry.libraries();
             (!libs.is_empty()).then(|| {
                 let codes: Vec<&[u8]> = libs.iter().map(|l| l.code.as_slice()).collect();
-                payload::encode(&codes, host::get().rdb_version(), host::config_is_yes(ctx, "rdbcompression") != Some(false))
+                payload::encode(
+                    &codes,
+                    host::get().rdb_version(),
+                    host::config_is_yes(ctx, "rdbcompression") != Some(false),
+                )
             })
         }) else {
             return;
@@ -172,15 +201,25 @@ unsafe extern "C" fn on_fork_child(ctx: *mut raw::RedisModuleCtx, _eid: raw::Red
             c"FLUSH".as_ptr(),
         );
         if rc != raw::REDISMODULE_OK as c_int {
-            api::log(ctx, "warning", b"cannot write the registry into the AOF after a rewrite without RDB preamble");
+            api::log(
+                ctx,
+                "warning",
+                b"cannot write the registry into the AOF after a rewrite without RDB preamble",
+            );
         }
     });
 }
 
 /// Subscribes to the server events persistence needs. Called from the module's init.
 pub fn subscribe(ctx: Ctx) {
-    let loading = raw::RedisModuleEvent { id: raw::REDISMODULE_EVENT_LOADING, dataver: 1 };
-    let fork = raw::RedisModuleEvent { id: raw::REDISMODULE_EVENT_FORK_CHILD, dataver: 1 };
+    let loading = raw::RedisModuleEvent {
+        id: raw::REDISMODULE_EVENT_LOADING,
+        dataver: 1,
+    };
+    let fork = raw::RedisModuleEvent {
+        id: raw::REDISMODULE_EVENT_FORK_CHILD,
+        dataver: 1,
+    };
     unsafe {
         api::api!(RedisModule_SubscribeToServerEvent)(ctx, loading, Some(on_loading));
         api::api!(RedisModule_SubscribeToServerEvent)(ctx, fork, Some(on_fork_child));

@@ -62,14 +62,18 @@ impl Registry {
             self.functions.get(name)
         }?;
         let library = &self.libraries[pos.0];
-        Some(FunctionRef { library, function: &library.functions[pos.1] })
+        Some(FunctionRef {
+            library,
+            function: &library.functions[pos.1],
+        })
     }
 
     fn reindex(&mut self) {
         self.functions.clear();
         for (li, lib) in self.libraries.iter().enumerate() {
             for (fi, f) in lib.functions.iter().enumerate() {
-                self.functions.insert(f.name.to_ascii_lowercase().into_bytes(), (li, fi));
+                self.functions
+                    .insert(f.name.to_ascii_lowercase().into_bytes(), (li, fi));
             }
         }
     }
@@ -86,7 +90,11 @@ impl Registry {
     }
 
     pub fn delete(&mut self, engine: &mut LuaEngine, name: &str) -> Result<(), &'static str> {
-        let i = self.libraries.iter().position(|l| l.name == name).ok_or("Library not found")?;
+        let i = self
+            .libraries
+            .iter()
+            .position(|l| l.name == name)
+            .ok_or("Library not found")?;
         let lib = self.libraries.remove(i);
         engine.release(&lib.functions);
         self.reindex();
@@ -129,12 +137,14 @@ impl Registry {
         Ok(name)
     }
 
-    /// FUNCTION RESTORE: compiles every library of the payload, then joins them per policy.
+    /// FUNCTION RESTORE: compiles every library of the payload, then joins them per policy. `trailing` is a
+    /// payload error found after the last library: it is reported if every library before it compiled.
     pub fn restore(
         &mut self,
         engine: &mut LuaEngine,
         ctx: Ctx,
         codes: Vec<Vec<u8>>,
+        trailing: Option<Vec<u8>>,
         policy: RestorePolicy,
         timeout: bool,
     ) -> Result<(), Vec<u8>> {
@@ -150,10 +160,20 @@ impl Registry {
                 if new.iter().any(|l| l.name == header.name) {
                     return Err(format!("Library '{}' already exists", header.name).into_bytes());
                 }
-                let lib = compile(engine, ctx, &code, &header.name, header.body_offset, timeout)?;
+                let lib = compile(
+                    engine,
+                    ctx,
+                    &code,
+                    &header.name,
+                    header.body_offset,
+                    timeout,
+                )?;
                 for f in &lib.functions {
                     let clash = new.iter().any(|other| {
-                        other.functions.iter().any(|g| g.name.eq_ignore_ascii_case(&f.name))
+                        other
+                            .functions
+                            .iter()
+                            .any(|g| g.name.eq_ignore_ascii_case(&f.name))
                     });
                     if clash {
                         let msg = format!("Function {} already exists", f.name).into_bytes();
@@ -171,9 +191,14 @@ impl Registry {
                 }
             }
         }
+        if let Some(e) = trailing {
+            release_all(engine, &new);
+            return Err(e);
+        }
         if policy != RestorePolicy::Flush {
             // Libraries that stay: all current ones, minus those REPLACE swaps out.
-            let replaced = |name: &str| policy == RestorePolicy::Replace && new.iter().any(|n| n.name == name);
+            let replaced =
+                |name: &str| policy == RestorePolicy::Replace && new.iter().any(|n| n.name == name);
             if policy == RestorePolicy::Append {
                 if let Some(dup) = new.iter().find(|n| self.library(&n.name).is_some()) {
                     let msg = format!("Library {} already exists", dup.name).into_bytes();
@@ -197,7 +222,9 @@ impl Registry {
             RestorePolicy::Flush => self.clear(Some(engine)),
             RestorePolicy::Replace => {
                 let (gone, kept): (Vec<Library>, Vec<Library>) =
-                    std::mem::take(&mut self.libraries).into_iter().partition(|l| new.iter().any(|n| n.name == l.name));
+                    std::mem::take(&mut self.libraries)
+                        .into_iter()
+                        .partition(|l| new.iter().any(|n| n.name == l.name));
                 release_all(engine, &gone);
                 self.libraries = kept;
             }
@@ -232,5 +259,9 @@ fn compile(
             }
         }
     }
-    Ok(Library { name: name.to_string(), code: code.to_vec(), functions })
+    Ok(Library {
+        name: name.to_string(),
+        code: code.to_vec(),
+        functions,
+    })
 }

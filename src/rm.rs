@@ -23,8 +23,12 @@ pub(crate) use api;
 pub fn reply_error_bytes(ctx: Ctx, msg: &[u8]) {
     // ReplyWithError wants a C string: a NUL inside the text would cut it, so replace it (the server does the
     // same for CR/LF). The text is sent as `-<msg>`.
-    let c = CString::new(msg.iter().map(|&b| if b == 0 { b' ' } else { b }).collect::<Vec<u8>>())
-        .expect("NULs replaced");
+    let c = CString::new(
+        msg.iter()
+            .map(|&b| if b == 0 { b' ' } else { b })
+            .collect::<Vec<u8>>(),
+    )
+    .expect("NULs replaced");
     unsafe { api!(RedisModule_ReplyWithError)(ctx, c.as_ptr()) };
 }
 
@@ -38,8 +42,12 @@ pub fn reply_simple(ctx: Ctx, msg: &str) {
 }
 
 pub fn reply_simple_bytes(ctx: Ctx, msg: &[u8]) {
-    let c = CString::new(msg.iter().map(|&b| if b == 0 { b' ' } else { b }).collect::<Vec<u8>>())
-        .expect("NULs replaced");
+    let c = CString::new(
+        msg.iter()
+            .map(|&b| if b == 0 { b' ' } else { b })
+            .collect::<Vec<u8>>(),
+    )
+    .expect("NULs replaced");
     unsafe { api!(RedisModule_ReplyWithSimpleString)(ctx, c.as_ptr()) };
 }
 
@@ -48,7 +56,9 @@ pub fn reply_ok(ctx: Ctx) {
 }
 
 pub fn reply_bulk(ctx: Ctx, data: &[u8]) {
-    unsafe { api!(RedisModule_ReplyWithStringBuffer)(ctx, data.as_ptr() as *const c_char, data.len()) };
+    unsafe {
+        api!(RedisModule_ReplyWithStringBuffer)(ctx, data.as_ptr() as *const c_char, data.len())
+    };
 }
 
 pub fn reply_int(ctx: Ctx, v: i64) {
@@ -80,7 +90,9 @@ pub fn reply_bool(ctx: Ctx, v: bool) {
 }
 
 pub fn reply_big_number(ctx: Ctx, digits: &[u8]) {
-    unsafe { api!(RedisModule_ReplyWithBigNumber)(ctx, digits.as_ptr() as *const c_char, digits.len()) };
+    unsafe {
+        api!(RedisModule_ReplyWithBigNumber)(ctx, digits.as_ptr() as *const c_char, digits.len())
+    };
 }
 
 pub fn reply_verbatim(ctx: Ctx, data: &[u8], format: &[u8; 3]) {
@@ -88,7 +100,14 @@ pub fn reply_verbatim(ctx: Ctx, data: &[u8], format: &[u8; 3]) {
     for (i, b) in format.iter().enumerate() {
         ext[i] = *b as c_char;
     }
-    unsafe { api!(RedisModule_ReplyWithVerbatimStringType)(ctx, data.as_ptr() as *const c_char, data.len(), ext.as_ptr()) };
+    unsafe {
+        api!(RedisModule_ReplyWithVerbatimStringType)(
+            ctx,
+            data.as_ptr() as *const c_char,
+            data.len(),
+            ext.as_ptr(),
+        )
+    };
 }
 
 pub fn set_array_len(ctx: Ctx, len: i64) {
@@ -120,8 +139,12 @@ pub fn select_db(ctx: Ctx, db: c_int) {
 /// Logs at the given level (`debug`, `verbose`, `notice`, `warning`). The server prefixes `<rfunc> `.
 pub fn log(ctx: Ctx, level: &str, msg: &[u8]) {
     let level = CString::new(level).unwrap_or_default();
-    let msg = CString::new(msg.iter().map(|&b| if b == 0 { b' ' } else { b }).collect::<Vec<u8>>())
-        .expect("NULs replaced");
+    let msg = CString::new(
+        msg.iter()
+            .map(|&b| if b == 0 { b' ' } else { b })
+            .collect::<Vec<u8>>(),
+    )
+    .expect("NULs replaced");
     unsafe { api!(RedisModule_Log)(ctx, level.as_ptr(), c"%s".as_ptr(), msg.as_ptr()) };
 }
 
@@ -160,14 +183,20 @@ impl Drop for CallReply {
 
 /// RM_Call with a `v` (argv vector) format. `fmt` holds the other flag letters. Returns the reply (null if the
 /// server refused without an error reply) and the errno the server set.
-pub fn call_argv(ctx: Ctx, cmd: &[u8], fmt: &str, args: &[*mut raw::RedisModuleString]) -> (CallReply, c_int) {
+pub fn call_argv(
+    ctx: Ctx,
+    cmd: &[u8],
+    fmt: &str,
+    args: &[*mut raw::RedisModuleString],
+) -> (CallReply, c_int) {
     let Ok(cmd) = CString::new(cmd) else {
         return (CallReply(ptr::null_mut()), libc::ENOENT);
     };
     let fmt = CString::new(format!("v{fmt}")).expect("flag letters");
     unsafe {
         *libc::__errno_location() = 0;
-        let reply = api!(RedisModule_Call)(ctx, cmd.as_ptr(), fmt.as_ptr(), args.as_ptr(), args.len());
+        let reply =
+            api!(RedisModule_Call)(ctx, cmd.as_ptr(), fmt.as_ptr(), args.as_ptr(), args.len());
         let errno = *libc::__errno_location();
         (CallReply(reply), errno)
     }
@@ -227,8 +256,16 @@ pub mod reply {
         let mut len = 0usize;
         let mut fmt: *const c_char = ptr::null();
         let p = unsafe { api!(RedisModule_CallReplyVerbatim)(r, &mut len, &mut fmt) };
-        let s = if p.is_null() { &[][..] } else { unsafe { std::slice::from_raw_parts(p as *const u8, len) } };
-        let f = if fmt.is_null() { &[][..] } else { unsafe { std::slice::from_raw_parts(fmt as *const u8, 3) } };
+        let s = if p.is_null() {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(p as *const u8, len) }
+        };
+        let f = if fmt.is_null() {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(fmt as *const u8, 3) }
+        };
         (s, f)
     }
     /// The raw protocol of the reply: its first byte tells a status (`+`) from a bulk string (`$`).
@@ -270,5 +307,11 @@ pub mod reply {
 /// Lets the server serve other clients while a function runs (a no-op until `busy-reply-threshold` passed);
 /// meanwhile they get `-BUSY <text>` unless their command is flagged `allow-busy`.
 pub fn yield_clients(ctx: Ctx, busy_text: &std::ffi::CStr) {
-    unsafe { api!(RedisModule_Yield)(ctx, raw::REDISMODULE_YIELD_FLAG_CLIENTS as c_int, busy_text.as_ptr()) };
+    unsafe {
+        api!(RedisModule_Yield)(
+            ctx,
+            raw::REDISMODULE_YIELD_FLAG_CLIENTS as c_int,
+            busy_text.as_ptr(),
+        )
+    };
 }

@@ -21,14 +21,22 @@ thread_local! {
 
 pub fn init() -> Result<(), String> {
     let engine = LuaEngine::new()?;
-    RUNTIME.with(|r| *r.borrow_mut() = Some(Runtime { engine, registry: Registry::default() }));
+    ENGINE_MEMORY.with(|c| c.set(engine.memory()));
+    RUNTIME.with(|r| {
+        *r.borrow_mut() = Some(Runtime {
+            engine,
+            registry: Registry::default(),
+        })
+    });
     Ok(())
 }
 
 /// Runs `f` with the runtime. Errors if the runtime is already in use (a re-entrant call).
 pub fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> Result<R, &'static str> {
     RUNTIME.with(|r| {
-        let mut guard = r.try_borrow_mut().map_err(|_| "ERR rfunc is busy running a function")?;
+        let mut guard = r
+            .try_borrow_mut()
+            .map_err(|_| "ERR rfunc is busy running a function")?;
         let rt = guard.as_mut().ok_or("ERR rfunc is not initialised")?;
         let out = f(rt);
         COUNTS.with(|c| c.set((rt.registry.libraries().len(), rt.registry.function_count())));

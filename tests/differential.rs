@@ -404,7 +404,9 @@ fn library_loading_matches_the_builtin() {
     t.assert_clean();
     // Everything that loaded is listed the same way.
     for mut twin in both_protocols(&server) {
-        for lib in ["a3", "a4", "a5", "a7", "a8", "e33", "e34", "e35", "e36", "e37", "e38", "e43", "e44"] {
+        for lib in [
+            "a3", "a4", "a5", "a7", "a8", "e33", "e34", "e35", "e36", "e37", "e38", "e43", "e44",
+        ] {
             twin.same_str(&["FUNCTION", "LIST", "LIBRARYNAME", lib, "WITHCODE"]);
             twin.same_str(&["FUNCTION", "LIST", "LIBRARYNAME", lib]);
         }
@@ -420,7 +422,8 @@ fn load_conflicts_and_replace_match_the_builtin() {
     let mut t = Twin::new(server.conn());
     let a = "#!lua name=A\nserver.register_function('fa', function() return 'A1' end)";
     let a2 = "#!lua name=A\nserver.register_function('FA', function() return 'A2' end)";
-    let a_bad = "#!lua name=A\nserver.register_function('fa', function() return 'A3' end) error('x')";
+    let a_bad =
+        "#!lua name=A\nserver.register_function('fa', function() return 'A3' end) error('x')";
     let b = "#!lua name=B\nserver.register_function('fb', function() return 'B' end)";
     let b_steals = "#!lua name=C\nserver.register_function('FB', function() return 'C' end)";
     for args in [
@@ -529,16 +532,26 @@ fn dump_of_one_library_is_byte_identical_and_cross_restorable() {
     let server = Server::shared();
     let mut t = Twin::new(server.conn());
     t.flush();
-    let code = std::fs::read_to_string(common::repo_root().join("core/tests/vectors/code--mylib.lua")).unwrap();
+    let code =
+        std::fs::read_to_string(common::repo_root().join("core/tests/vectors/code--mylib.lua"))
+            .unwrap();
     t.load(&code);
     let dump = t.same_str(&["FUNCTION", "DUMP"]);
-    let Value::Bulk(payload) = common::resp::parse(&dump).unwrap().unwrap().0 else { panic!("dump is a bulk") };
+    let Value::Bulk(payload) = common::resp::parse(&dump).unwrap().unwrap().0 else {
+        panic!("dump is a bulk")
+    };
     // FUNCTION RESTORE takes RFUNC.DUMP's payload, and the other way round.
     let mut c = server.conn();
     c.cmd(&["FUNCTION", "FLUSH"]);
     c.cmd(&["RFUNC.FLUSH"]);
-    assert_eq!(c.call(&[b"FUNCTION", b"RESTORE", &payload]), Value::Simple("OK".into()));
-    assert_eq!(c.call(&[b"RFUNC.RESTORE", &payload]), Value::Simple("OK".into()));
+    assert_eq!(
+        c.call(&[b"FUNCTION", b"RESTORE", &payload]),
+        Value::Simple("OK".into())
+    );
+    assert_eq!(
+        c.call(&[b"RFUNC.RESTORE", &payload]),
+        Value::Simple("OK".into())
+    );
     t.same_str(&["FUNCTION", "LIST", "WITHCODE"]);
     // Empty registry: just the footer.
     t.flush();
@@ -591,6 +604,17 @@ fn restore_policies_and_payload_errors_match_the_builtin() {
     restore(&mut t, b"", None);
     restore(&mut t, b"garbage", None);
     restore(&mut t, &p1[..5], None);
+    // A library that does not compile, followed by a malformed entry: the compile error is reported first.
+    let bad = "#!lua name=bad\nlocal x = = 1";
+    let mut p = vec![0xF5, bad.len() as u8];
+    p.extend_from_slice(bad.as_bytes());
+    p.push(0x00);
+    p.extend_from_slice(&p1[p1.len() - 10..p1.len() - 8]);
+    p.extend_from_slice(&[0; 8]);
+    let crc = payload_crc(&p[..p.len() - 8]);
+    let n = p.len();
+    p[n - 8..].copy_from_slice(&crc.to_le_bytes());
+    restore(&mut t, &p, None);
     for args in [
         vec!["FUNCTION", "RESTORE"],
         vec!["FUNCTION", "RESTORE", "a", "b", "c"],
@@ -606,10 +630,17 @@ fn logging_during_load_works() {
     let server = Server::shared();
     let mut c = server.conn();
     let code = "#!lua name=logload\nserver.log(server.LOG_WARNING, 'hello from load') server.register_function('h40', function() return 40 end)";
-    assert_eq!(c.cmd(&["RFUNC.LOAD", code]), Value::Bulk(b"logload".to_vec()));
+    assert_eq!(
+        c.cmd(&["RFUNC.LOAD", code]),
+        Value::Bulk(b"logload".to_vec())
+    );
     assert_eq!(c.cmd(&["RFUNC.FCALL", "h40", "0"]), Value::Int(40));
     if !server.is_external() {
-        assert!(server.log().contains("hello from load"), "log line missing:\n{}", server.log());
+        assert!(
+            server.log().contains("hello from load"),
+            "log line missing:\n{}",
+            server.log()
+        );
     }
 }
 
@@ -626,7 +657,10 @@ fn case_insensitive_duplicates_in_one_library_are_refused() {
         "ERR Error registering functions: ERR Function already exists in the library"
     };
     assert_eq!(c.cmd(&["RFUNC.LOAD", code]), Value::Error(expected.into()));
-    assert_eq!(c.cmd(&["RFUNC.LIST", "LIBRARYNAME", "dupcase"]), Value::Array(vec![]));
+    assert_eq!(
+        c.cmd(&["RFUNC.LIST", "LIBRARYNAME", "dupcase"]),
+        Value::Array(vec![])
+    );
 }
 
 /// The 8.1+ answers rfunc gives on every host, including 8.0 where the built-in crashes or is weaker.
@@ -666,7 +700,69 @@ fn hardened_behaviour_on_every_host() {
     ];
     for (i, (body, expected)) in cases.iter().enumerate() {
         let code = format!("#!lua name=hard{i}\nserver.register_function('h{i}', function(keys, args)\n{body}\nend)");
-        assert_eq!(c.cmd(&["RFUNC.LOAD", &code]), Value::Bulk(format!("hard{i}").into_bytes()));
-        assert_eq!(&c.cmd(&["RFUNC.FCALL", &format!("h{i}"), "0"]), expected, "{body}");
+        assert_eq!(
+            c.cmd(&["RFUNC.LOAD", &code]),
+            Value::Bulk(format!("hard{i}").into_bytes())
+        );
+        assert_eq!(
+            &c.cmd(&["RFUNC.FCALL", &format!("h{i}"), "0"]),
+            expected,
+            "{body}"
+        );
     }
+}
+
+fn payload_crc(data: &[u8]) -> u64 {
+    let mut crc = 0u64;
+    for &b in data {
+        crc ^= b as u64;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x95ac_9329_ac4b_c9b5
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// SPEC rule 5: RFUNC.RESTORE takes every version a real server writes (10, 11, 12, 80) on every host.
+#[test]
+fn restore_accepts_every_written_payload_version() {
+    let server = Server::shared();
+    let mut c = server.conn();
+    let vectors = common::repo_root().join("core/tests/vectors");
+    for prefix in [
+        "redis-7.0.15",
+        "valkey-8.0.1-debian",
+        "valkey-8.1.8",
+        "valkey-9.1.2",
+    ] {
+        let p = std::fs::read(vectors.join(format!("{prefix}--three-libs.bin"))).unwrap();
+        assert_eq!(
+            c.call(&[b"RFUNC.RESTORE", &p, b"FLUSH"]),
+            Value::Simple("OK".into()),
+            "{prefix}"
+        );
+        assert_eq!(c.cmd(&["RFUNC.LIST"]).as_array().len(), 3, "{prefix}");
+    }
+    // Version 12 (Redis 7.4) with a valid CRC: no server of ours writes it, rfunc still reads it.
+    let mut p = std::fs::read(vectors.join("valkey-9.1.2--tiny.bin")).unwrap();
+    let n = p.len();
+    p[n - 10] = 12;
+    let crc = payload_crc(&p[..n - 8]);
+    p[n - 8..].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        c.call(&[b"RFUNC.RESTORE", &p, b"FLUSH"]),
+        Value::Simple("OK".into())
+    );
+    // Version 13 is not a version anyone writes for this format.
+    p[n - 10] = 13;
+    let crc = payload_crc(&p[..n - 8]);
+    p[n - 8..].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        c.call(&[b"RFUNC.RESTORE", &p, b"FLUSH"]),
+        Value::Error("ERR DUMP payload version or checksum are wrong".into())
+    );
 }

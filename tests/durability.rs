@@ -24,7 +24,12 @@ fn registry(c: &mut Conn) -> Vec<(String, String)> {
         .iter()
         .map(|lib| {
             let f = lib.as_array();
-            let get = |k: &str| f.chunks(2).find(|kv| kv[0].as_str() == k).map(|kv| kv[1].as_str()).unwrap();
+            let get = |k: &str| {
+                f.chunks(2)
+                    .find(|kv| kv[0].as_str() == k)
+                    .map(|kv| kv[1].as_str())
+                    .unwrap()
+            };
             (get("library_name"), get("library_code"))
         })
         .collect();
@@ -54,7 +59,9 @@ fn info_field(c: &mut Conn, section: &str, field: &str) -> String {
 
 #[test]
 fn save_and_restart_keeps_the_registry() {
-    let Some(b) = Server::owned("save_and_restart") else { return };
+    let Some(b) = Server::owned("save_and_restart") else {
+        return;
+    };
     let mut s = b.start();
     let mut c = s.conn();
     load(&mut c, &lib("one", "f1", 1));
@@ -71,7 +78,9 @@ fn save_and_restart_keeps_the_registry() {
 
 #[test]
 fn bgsave_then_kill9_restores_exactly_the_snapshot() {
-    let Some(b) = Server::owned("bgsave_kill9") else { return };
+    let Some(b) = Server::owned("bgsave_kill9") else {
+        return;
+    };
     let mut s = b.start();
     let mut c = s.conn();
     load(&mut c, &lib("one", "f1", 1));
@@ -91,7 +100,9 @@ fn bgsave_then_kill9_restores_exactly_the_snapshot() {
 
 #[test]
 fn debug_reload_keeps_and_nosave_replaces_the_registry() {
-    let Some(b) = Server::owned("debug_reload") else { return };
+    let Some(b) = Server::owned("debug_reload") else {
+        return;
+    };
     let s = b.start();
     let mut c = s.conn();
     load(&mut c, &lib("one", "f1", 1));
@@ -101,19 +112,27 @@ fn debug_reload_keeps_and_nosave_replaces_the_registry() {
     assert_eq!(c.cmd(&["RFUNC.FCALL", "f1", "0"]), Value::Int(1));
     // NOSAVE loads the file saved above: a library added since must not survive (no merge).
     load(&mut c, &lib("later", "fl", 9));
-    assert_eq!(c.cmd(&["DEBUG", "RELOAD", "NOSAVE"]), Value::Simple("OK".into()));
+    assert_eq!(
+        c.cmd(&["DEBUG", "RELOAD", "NOSAVE"]),
+        Value::Simple("OK".into())
+    );
     assert_eq!(names(&mut c), vec!["one"]);
     // An RDB saved with an empty registry empties the registry on reload.
     c.cmd(&["RFUNC.FLUSH"]);
     assert_eq!(c.cmd(&["DEBUG", "RELOAD"]), Value::Simple("OK".into()));
     load(&mut c, &lib("again", "fa", 1));
-    assert_eq!(c.cmd(&["DEBUG", "RELOAD", "NOSAVE"]), Value::Simple("OK".into()));
+    assert_eq!(
+        c.cmd(&["DEBUG", "RELOAD", "NOSAVE"]),
+        Value::Simple("OK".into())
+    );
     assert_eq!(names(&mut c), Vec::<String>::new());
 }
 
 #[test]
 fn empty_registry_rdb_loads_without_the_module_and_foreign_rdb_loads_with_it() {
-    let Some(b) = Server::owned("empty_registry_rdb") else { return };
+    let Some(b) = Server::owned("empty_registry_rdb") else {
+        return;
+    };
     let mut s = b.start();
     let mut c = s.conn();
     c.cmd(&["SET", "k", "v"]);
@@ -135,7 +154,9 @@ fn empty_registry_rdb_loads_without_the_module_and_foreign_rdb_loads_with_it() {
 
 #[test]
 fn registry_rdb_without_the_module_is_refused_loudly() {
-    let Some(b) = Server::owned("registry_rdb_without_module") else { return };
+    let Some(b) = Server::owned("registry_rdb_without_module") else {
+        return;
+    };
     let mut s = b.start();
     let mut c = s.conn();
     load(&mut c, &lib("one", "f1", 1));
@@ -150,15 +171,23 @@ fn registry_rdb_without_the_module_is_refused_loudly() {
 
 #[test]
 fn corrupted_aux_data_fails_the_load_with_an_rfunc_log_line() {
-    let Some(b) = Server::owned("corrupted_aux") else { return };
-    let mut s = b.arg("rdbchecksum", "no").arg("rdbcompression", "no").start();
+    let Some(b) = Server::owned("corrupted_aux") else {
+        return;
+    };
+    let mut s = b
+        .arg("rdbchecksum", "no")
+        .arg("rdbcompression", "no")
+        .start();
     let mut c = s.conn();
     load(&mut c, &lib("corruptme", "fc", 1));
     c.cmd(&["SAVE"]);
     s.shutdown(true);
     let path = s.dir.join("dump.rdb");
     let mut rdb = std::fs::read(&path).unwrap();
-    let at = rdb.windows(9).position(|w| w == b"corruptme").expect("library code in the RDB");
+    let at = rdb
+        .windows(9)
+        .position(|w| w == b"corruptme")
+        .expect("library code in the RDB");
     rdb[at] ^= 0x20;
     std::fs::write(&path, &rdb).unwrap();
     let err = match s.restart() {
@@ -180,7 +209,9 @@ fn flushall_does_not_touch_the_registry() {
 }
 
 fn aof_server(b: common::ServerBuilder, preamble: &str) -> Server {
-    b.arg("appendonly", "yes").arg("aof-use-rdb-preamble", preamble).start()
+    b.arg("appendonly", "yes")
+        .arg("aof-use-rdb-preamble", preamble)
+        .start()
 }
 
 fn wait_rewrite(c: &mut Conn) {
@@ -193,7 +224,9 @@ fn wait_rewrite(c: &mut Conn) {
 
 #[test]
 fn aof_replay_restores_the_registry() {
-    let Some(b) = Server::owned("aof_replay") else { return };
+    let Some(b) = Server::owned("aof_replay") else {
+        return;
+    };
     let mut s = aof_server(b, "yes");
     let mut c = s.conn();
     wait_rewrite(&mut c);
@@ -208,7 +241,9 @@ fn aof_replay_restores_the_registry() {
 
 #[test]
 fn aof_rewrite_with_preamble_keeps_the_registry() {
-    let Some(b) = Server::owned("aof_rewrite_preamble") else { return };
+    let Some(b) = Server::owned("aof_rewrite_preamble") else {
+        return;
+    };
     let mut s = aof_server(b, "yes");
     let mut c = s.conn();
     wait_rewrite(&mut c);
@@ -224,7 +259,9 @@ fn aof_rewrite_with_preamble_keeps_the_registry() {
 
 #[test]
 fn aof_rewrite_without_preamble_keeps_the_registry() {
-    let Some(b) = Server::owned("aof_rewrite_no_preamble") else { return };
+    let Some(b) = Server::owned("aof_rewrite_no_preamble") else {
+        return;
+    };
     let mut s = aof_server(b, "no");
     let mut c = s.conn();
     wait_rewrite(&mut c);
@@ -241,7 +278,9 @@ fn aof_rewrite_without_preamble_keeps_the_registry() {
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect();
     assert!(
-        files.iter().any(|f| f.windows(13).any(|w| w == b"RFUNC.RESTORE")),
+        files
+            .iter()
+            .any(|f| f.windows(13).any(|w| w == b"RFUNC.RESTORE")),
         "no RFUNC.RESTORE in {}",
         dir.display()
     );
@@ -255,18 +294,24 @@ fn start_replica(b: common::ServerBuilder, primary: &Server) -> Server {
     let r = b.start();
     let mut c = r.conn();
     c.cmd(&["REPLICAOF", "127.0.0.1", &primary.port.to_string()]);
-    wait_until("replica link up", || info_field(&mut c, "replication", "master_link_status") == "up");
+    wait_until("replica link up", || {
+        info_field(&mut c, "replication", "master_link_status") == "up"
+    });
     r
 }
 
 fn wait_in_sync(p: &mut Conn, r: &mut Conn) {
     let target = info_field(p, "replication", "master_repl_offset");
-    wait_until("replica offset", || info_field(r, "replication", "slave_repl_offset") >= target);
+    wait_until("replica offset", || {
+        info_field(r, "replication", "slave_repl_offset") >= target
+    });
 }
 
 #[test]
 fn replica_full_sync_replaces_its_registry_and_follows_changes() {
-    let Some(b) = Server::owned("replica_full_sync") else { return };
+    let Some(b) = Server::owned("replica_full_sync") else {
+        return;
+    };
     let primary = b.start();
     let mut p = primary.conn();
     load(&mut p, &lib("plib", "pf", 1));
@@ -278,7 +323,9 @@ fn replica_full_sync_replaces_its_registry_and_follows_changes() {
     }
     let mut r = replica_srv.conn();
     r.cmd(&["REPLICAOF", "127.0.0.1", &primary.port.to_string()]);
-    wait_until("replica link up", || info_field(&mut r, "replication", "master_link_status") == "up");
+    wait_until("replica link up", || {
+        info_field(&mut r, "replication", "master_link_status") == "up"
+    });
     assert_eq!(names(&mut r), vec!["plib"]);
     // Streaming: every registry change reaches the replica.
     load(&mut p, &lib("second", "sf", 3));
@@ -297,7 +344,10 @@ fn replica_full_sync_replaces_its_registry_and_follows_changes() {
     p.cmd(&["RFUNC.FLUSH"]);
     wait_in_sync(&mut p, &mut r);
     assert_eq!(names(&mut r), Vec::<String>::new());
-    assert_eq!(p.call(&[b"RFUNC.RESTORE", &dump]), Value::Simple("OK".into()));
+    assert_eq!(
+        p.call(&[b"RFUNC.RESTORE", &dump]),
+        Value::Simple("OK".into())
+    );
     wait_in_sync(&mut p, &mut r);
     assert_eq!(names(&mut r), vec!["plib"]);
     // Effects of a function that writes are replicated, not the call.
@@ -308,8 +358,14 @@ fn replica_full_sync_replaces_its_registry_and_follows_changes() {
     assert_eq!(r.cmd(&["GET", "wk"]), Value::Bulk(b"wv".to_vec()));
     assert_eq!(r.cmd(&["GET", "ctr"]), Value::Bulk(b"1".to_vec()));
     // On the replica: read-only functions run, write functions get the built-in's error.
-    assert_eq!(r.cmd(&["RFUNC.FCALL_RO", "rd", "1", "wk"]), Value::Bulk(b"wv".to_vec()));
-    assert_eq!(r.cmd(&["RFUNC.FCALL", "rd", "1", "wk"]), Value::Bulk(b"wv".to_vec()));
+    assert_eq!(
+        r.cmd(&["RFUNC.FCALL_RO", "rd", "1", "wk"]),
+        Value::Bulk(b"wv".to_vec())
+    );
+    assert_eq!(
+        r.cmd(&["RFUNC.FCALL", "rd", "1", "wk"]),
+        Value::Bulk(b"wv".to_vec())
+    );
     assert_eq!(
         r.cmd(&["RFUNC.FCALL", "w", "1", "x", "y"]),
         Value::Error("READONLY You can't write against a read only replica.".into())
@@ -322,7 +378,9 @@ fn replica_full_sync_replaces_its_registry_and_follows_changes() {
 
 #[test]
 fn replica_of_an_empty_primary_ends_with_an_empty_registry() {
-    let Some(b) = Server::owned("replica_empty_primary") else { return };
+    let Some(b) = Server::owned("replica_empty_primary") else {
+        return;
+    };
     let primary = b.start();
     let rb = Server::owned("replica_empty_primary").unwrap();
     let replica_srv = rb.start();
@@ -332,7 +390,9 @@ fn replica_of_an_empty_primary_ends_with_an_empty_registry() {
     let replica_srv = {
         let mut r = replica_srv.conn();
         r.cmd(&["REPLICAOF", "127.0.0.1", &primary.port.to_string()]);
-        wait_until("replica link up", || info_field(&mut r, "replication", "master_link_status") == "up");
+        wait_until("replica link up", || {
+            info_field(&mut r, "replication", "master_link_status") == "up"
+        });
         replica_srv
     };
     let mut r = replica_srv.conn();

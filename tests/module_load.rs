@@ -18,19 +18,37 @@ fn module_list_shows_rfunc_with_its_version() {
             (name == "rfunc").then(|| fields.to_vec())
         })
         .unwrap_or_else(|| panic!("rfunc not in MODULE LIST: {list:?}"));
-    let ver = rfunc.chunks(2).find(|kv| kv[0].as_str() == "ver").expect("ver field")[1].clone();
-    let expected: Vec<i64> = env!("CARGO_PKG_VERSION").split('.').map(|p| p.parse().unwrap()).collect();
-    assert_eq!(ver, Value::Int(expected[0] * 10000 + expected[1] * 100 + expected[2]));
+    let ver = rfunc
+        .chunks(2)
+        .find(|kv| kv[0].as_str() == "ver")
+        .expect("ver field")[1]
+        .clone();
+    let expected: Vec<i64> = env!("CARGO_PKG_VERSION")
+        .split('.')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(
+        ver,
+        Value::Int(expected[0] * 10000 + expected[1] * 100 + expected[2])
+    );
 }
 
 #[test]
 fn missing_module_fails_loudly_with_the_servers_log_line() {
-    let Some(builder) = Server::owned("missing_module_fails_loudly") else { return };
+    let Some(builder) = Server::owned("missing_module_fails_loudly") else {
+        return;
+    };
     let bogus = std::env::temp_dir().join("rfunc-does-not-exist.so");
-    let err = match builder.arg("loadmodule", bogus.to_str().unwrap()).try_start() {
+    let err = match builder
+        .arg("loadmodule", bogus.to_str().unwrap())
+        .try_start()
+    {
         Ok(_) => panic!("server started with a missing module"),
         Err(e) => e,
     };
     assert!(err.contains("exited during start-up"), "{err}");
-    assert!(err.contains("Module") && err.contains("failed to load"), "server log lacks the load failure: {err}");
+    assert!(
+        err.contains("Module") && err.contains("failed to load"),
+        "server log lacks the load failure: {err}"
+    );
 }

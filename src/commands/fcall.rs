@@ -22,7 +22,11 @@ pub fn fcall_ro(ctx: Ctx, argv: &[&[u8]]) {
 fn parse_numkeys(s: &[u8]) -> Option<i64> {
     // string2ll: a canonical 64-bit integer.
     let t = std::str::from_utf8(s).ok()?;
-    if t.is_empty() || t.starts_with('+') || (t.len() > 1 && t.starts_with('0')) || t.starts_with("-0") {
+    if t.is_empty()
+        || t.starts_with('+')
+        || (t.len() > 1 && t.starts_with('0'))
+        || t.starts_with("-0")
+    {
         return None;
     }
     t.parse::<i64>().ok()
@@ -40,8 +44,14 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
         let from_primary = ctx_flags & raw::REDISMODULE_CTX_FLAGS_REPLICATED != 0;
         // What processCommand checks first for FCALL, from the function's flags.
         if !from_primary {
-            if !no_writes && !flags.contains(FunctionFlags::ALLOW_OOM) && ctx_flags & raw::REDISMODULE_CTX_FLAGS_OOM != 0 {
-                api::reply_error(ctx, "OOM command not allowed when used memory > 'maxmemory'.");
+            if !no_writes
+                && !flags.contains(FunctionFlags::ALLOW_OOM)
+                && ctx_flags & raw::REDISMODULE_CTX_FLAGS_OOM != 0
+            {
+                api::reply_error(
+                    ctx,
+                    "OOM command not allowed when used memory > 'maxmemory'.",
+                );
                 return;
             }
             if !no_writes
@@ -65,19 +75,30 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
         };
         let rest = &argv[3..];
         if numkeys > rest.len() as i64 {
-            api::reply_error(ctx, "ERR Number of keys can't be greater than number of args");
+            api::reply_error(
+                ctx,
+                "ERR Number of keys can't be greater than number of args",
+            );
             return;
         }
         if numkeys < 0 {
             api::reply_error(ctx, "ERR Number of keys can't be negative");
             return;
         }
-        if flags.contains(FunctionFlags::NO_CLUSTER) && ctx_flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0 {
-            api::reply_error(ctx, "ERR Can not run script on cluster, 'no-cluster' flag is set.");
+        if flags.contains(FunctionFlags::NO_CLUSTER)
+            && ctx_flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0
+        {
+            api::reply_error(
+                ctx,
+                "ERR Can not run script on cluster, 'no-cluster' flag is set.",
+            );
             return;
         }
         if read_only_cmd && !no_writes {
-            api::reply_error(ctx, "ERR Can not execute a script with write flag using *_ro command.");
+            api::reply_error(
+                ctx,
+                "ERR Can not execute a script with write flag using *_ro command.",
+            );
             return;
         }
         let (keys, args) = rest.split_at(numkeys as usize);

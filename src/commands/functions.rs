@@ -14,7 +14,12 @@ use crate::runtime;
 fn too_many_args(ctx: Ctx, argv0: &[u8]) {
     let typed = String::from_utf8_lossy(argv0);
     let sub = typed.split_once('.').map(|(_, s)| s).unwrap_or(&typed);
-    api::reply_error(ctx, &format!("ERR unknown subcommand or wrong number of arguments for '{sub}'. Try RFUNC.HELP."));
+    api::reply_error(
+        ctx,
+        &format!(
+            "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try RFUNC.HELP."
+        ),
+    );
 }
 
 fn reply_runtime_error(ctx: Ctx, e: &str) {
@@ -28,7 +33,9 @@ fn err_bytes(ctx: Ctx, msg: &[u8]) {
 /// Commands from the primary or the AOF replay run without the load timeout (like the built-in).
 fn load_timeout_applies(ctx: Ctx) -> bool {
     let flags = api::context_flags(ctx);
-    flags & (valkey_module::raw::REDISMODULE_CTX_FLAGS_REPLICATED | valkey_module::raw::REDISMODULE_CTX_FLAGS_LOADING)
+    flags
+        & (valkey_module::raw::REDISMODULE_CTX_FLAGS_REPLICATED
+            | valkey_module::raw::REDISMODULE_CTX_FLAGS_LOADING)
         == 0
 }
 
@@ -36,13 +43,19 @@ pub fn load(ctx: Ctx, argv: &[&[u8]]) {
     let (code, options) = argv[1..].split_last().expect("arity");
     for opt in options {
         if !opt.eq_ignore_ascii_case(b"replace") {
-            api::reply_error_bytes(ctx, &[b"ERR Unknown option given: ".as_slice(), opt].concat());
+            api::reply_error_bytes(
+                ctx,
+                &[b"ERR Unknown option given: ".as_slice(), opt].concat(),
+            );
             return;
         }
     }
     let replace = !options.is_empty();
     let timeout = load_timeout_applies(ctx);
-    match runtime::with(|rt| rt.registry.load(&mut rt.engine, ctx, code, replace, timeout)) {
+    match runtime::with(|rt| {
+        rt.registry
+            .load(&mut rt.engine, ctx, code, replace, timeout)
+    }) {
         Ok(Ok(name)) => {
             api::reply_bulk(ctx, name.as_bytes());
             api::replicate_verbatim(ctx);
@@ -172,7 +185,12 @@ pub fn dump(ctx: Ctx, _argv: &[&[u8]]) {
     let compress = host::config_is_yes(ctx, "rdbcompression").unwrap_or(true);
     let version = host::get().rdb_version();
     match runtime::with(|rt| {
-        let codes: Vec<&[u8]> = rt.registry.libraries().iter().map(|l| l.code.as_slice()).collect();
+        let codes: Vec<&[u8]> = rt
+            .registry
+            .libraries()
+            .iter()
+            .map(|l| l.code.as_slice())
+            .collect();
         payload::encode(&codes, version, compress)
     }) {
         Ok(p) => api::reply_bulk(ctx, &p),
@@ -191,45 +209,50 @@ pub fn restore(ctx: Ctx, argv: &[&[u8]]) {
         Some(p) if p.eq_ignore_ascii_case(b"replace") => RestorePolicy::Replace,
         Some(p) if p.eq_ignore_ascii_case(b"flush") => RestorePolicy::Flush,
         Some(_) => {
-            api::reply_error(ctx, "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.");
+            api::reply_error(
+                ctx,
+                "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.",
+            );
             return;
         }
     };
     // SPEC rule 5: accept every version a real server writes for this format, plus what the host accepts.
-    let decoded = match payload::decode_with(argv[1], |v| payload::WRITTEN_VERSIONS.contains(&v) || host_accepts(ctx, v))
-    {
-        Ok(d) => d,
-        Err(e) => {
-            api::reply_error(ctx, &format!("ERR {e}"));
-            return;
+    let relaxed = host::get().at_least(8, 1)
+        && host::config_get(ctx, "rdb-version-check")
+            .is_some_and(|m| m.eq_ignore_ascii_case(b"relaxed"));
+    let host_kind = host::get().payload_host();
+    let entries =
+        match payload::entries_with(argv[1], |v| payload::rfunc_accepts(host_kind, relaxed, v)) {
+            Ok((_, entries)) => entries,
+            Err(e) => {
+                api::reply_error(ctx, &format!("ERR {e}"));
+                return;
+            }
+        };
+    // The server compiles each library as it parses the payload: a library that fails to compile is reported
+    // before a malformed entry that follows it.
+    let mut codes = Vec::new();
+    let mut trailing = None;
+    for entry in entries {
+        match entry {
+            Ok(code) => codes.push(code.into_owned()),
+            Err(e) => {
+                trailing = Some(format!("{e}").into_bytes());
+                break;
+            }
         }
-    };
+    }
     let timeout = load_timeout_applies(ctx);
-    match runtime::with(|rt| rt.registry.restore(&mut rt.engine, ctx, decoded.libraries, policy, timeout)) {
+    match runtime::with(|rt| {
+        rt.registry
+            .restore(&mut rt.engine, ctx, codes, trailing, policy, timeout)
+    }) {
         Ok(Ok(())) => {
             api::reply_ok(ctx);
             api::replicate_verbatim(ctx);
         }
         Ok(Err(msg)) => err_bytes(ctx, &msg),
         Err(e) => reply_runtime_error(ctx, e),
-    }
-}
-
-/// The host server's own acceptance rule for a payload version (spec payload.md §2).
-fn host_accepts(ctx: Ctx, v: u16) -> bool {
-    let h = host::get();
-    if h.at_least(9, 0) {
-        let relaxed = host::config_get(ctx, "rdb-version-check").is_some_and(|m| m.eq_ignore_ascii_case(b"relaxed"));
-        if relaxed {
-            v >= 1
-        } else {
-            (1..=11).contains(&v) || v == 80
-        }
-    } else if h.at_least(8, 1) {
-        let relaxed = host::config_get(ctx, "rdb-version-check").is_some_and(|m| m.eq_ignore_ascii_case(b"relaxed"));
-        v <= 11 || (relaxed && v >= 80)
-    } else {
-        v <= 11
     }
 }
 

@@ -17,10 +17,19 @@ pub type Handler = fn(Ctx, &[&[u8]]);
 
 /// Calls a handler with a panic guard: a panic becomes an error reply and a log line, never an unwind into the
 /// server.
-fn dispatch(ctx: Ctx, argv: *mut *mut raw::RedisModuleString, argc: c_int, name: &str, handler: Handler) -> c_int {
+fn dispatch(
+    ctx: Ctx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    name: &str,
+    handler: Handler,
+) -> c_int {
     let r = catch_unwind(AssertUnwindSafe(|| {
         let raw_args = unsafe { std::slice::from_raw_parts(argv, argc as usize) };
-        let args: Vec<&[u8]> = raw_args.iter().map(|s| unsafe { api::string_bytes(*s) }).collect();
+        let args: Vec<&[u8]> = raw_args
+            .iter()
+            .map(|s| unsafe { api::string_bytes(*s) })
+            .collect();
         handler(ctx, &args);
     }));
     if let Err(payload) = r {
@@ -29,8 +38,15 @@ fn dispatch(ctx: Ctx, argv: *mut *mut raw::RedisModuleString, argc: c_int, name:
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        api::log(ctx, "warning", format!("panic in {name}: {what}").as_bytes());
-        api::reply_error(ctx, &format!("ERR internal error in {name}, see the server log"));
+        api::log(
+            ctx,
+            "warning",
+            format!("panic in {name}: {what}").as_bytes(),
+        );
+        api::reply_error(
+            ctx,
+            &format!("ERR internal error in {name}, see the server log"),
+        );
     }
     raw::REDISMODULE_OK as c_int
 }
@@ -58,6 +74,12 @@ entry!(cmd_kill, "rfunc.kill", functions::kill);
 entry!(cmd_help, "rfunc.help", functions::help);
 entry!(cmd_fcall, "rfunc.fcall", fcall::fcall);
 entry!(cmd_fcall_ro, "rfunc.fcall_ro", fcall::fcall_ro);
+#[cfg(feature = "test-hooks")]
+entry!(
+    cmd_testpanic,
+    "rfunc.testpanic",
+    crate::testhooks::testpanic
+);
 
 /// One argument of COMMAND DOCS.
 struct Arg {
@@ -70,7 +92,14 @@ struct Arg {
 }
 
 fn arg(name: &'static str, kind: raw::RedisModuleCommandArgType) -> Arg {
-    Arg { name, kind, token: None, flags: 0, key_spec: -1, subargs: Vec::new() }
+    Arg {
+        name,
+        kind,
+        token: None,
+        flags: 0,
+        key_spec: -1,
+        subargs: Vec::new(),
+    }
 }
 
 impl Arg {
@@ -96,12 +125,17 @@ impl Arg {
     }
 }
 
-const STRING: raw::RedisModuleCommandArgType = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING;
-const INTEGER: raw::RedisModuleCommandArgType = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER;
+const STRING: raw::RedisModuleCommandArgType =
+    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING;
+const INTEGER: raw::RedisModuleCommandArgType =
+    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER;
 const KEY: raw::RedisModuleCommandArgType = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY;
-const PATTERN: raw::RedisModuleCommandArgType = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PATTERN;
-const TOKEN: raw::RedisModuleCommandArgType = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN;
-const ONEOF: raw::RedisModuleCommandArgType = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_ONEOF;
+const PATTERN: raw::RedisModuleCommandArgType =
+    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PATTERN;
+const TOKEN: raw::RedisModuleCommandArgType =
+    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN;
+const ONEOF: raw::RedisModuleCommandArgType =
+    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_ONEOF;
 
 /// The numkeys key spec of FCALL / FCALL_RO.
 struct KeySpec {
@@ -111,7 +145,11 @@ struct KeySpec {
 
 struct Spec {
     name: &'static str,
-    func: unsafe extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int,
+    func: unsafe extern "C" fn(
+        *mut raw::RedisModuleCtx,
+        *mut *mut raw::RedisModuleString,
+        c_int,
+    ) -> c_int,
     flags: &'static str,
     acl: &'static str,
     arity: i32,
@@ -142,7 +180,10 @@ fn specs() -> Vec<Spec> {
             complexity: "O(1) (considering compilation time is redundant)",
             tips: Some("request_policy:all_shards,response_policy:all_succeeded"),
             key_spec: None,
-            args: vec![arg("replace", TOKEN).token("REPLACE").optional(), arg("function-code", STRING)],
+            args: vec![
+                arg("replace", TOKEN).token("REPLACE").optional(),
+                arg("function-code", STRING),
+            ],
         },
         Spec {
             name: "rfunc.delete",
@@ -166,9 +207,10 @@ fn specs() -> Vec<Spec> {
             complexity: "O(N) where N is the number of functions deleted",
             tips: Some("request_policy:all_shards,response_policy:all_succeeded"),
             key_spec: None,
-            args: vec![arg("flush-type", ONEOF)
-                .optional()
-                .subargs(vec![arg("async", TOKEN).token("ASYNC"), arg("sync", TOKEN).token("SYNC")])],
+            args: vec![arg("flush-type", ONEOF).optional().subargs(vec![
+                arg("async", TOKEN).token("ASYNC"),
+                arg("sync", TOKEN).token("SYNC"),
+            ])],
         },
         Spec {
             name: "rfunc.list",
@@ -181,7 +223,9 @@ fn specs() -> Vec<Spec> {
             tips: Some("nondeterministic_output_order"),
             key_spec: None,
             args: vec![
-                arg("library-name-pattern", PATTERN).token("LIBRARYNAME").optional(),
+                arg("library-name-pattern", PATTERN)
+                    .token("LIBRARYNAME")
+                    .optional(),
                 arg("withcode", TOKEN).token("WITHCODE").optional(),
             ],
         },
@@ -262,8 +306,11 @@ fn specs() -> Vec<Spec> {
             complexity: "Depends on the function that is executed.",
             tips: None,
             key_spec: Some(KeySpec {
-                notes: "We cannot tell how the keys will be used so we assume the worst, RW and UPDATE",
-                flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_ACCESS | raw::REDISMODULE_CMD_KEY_UPDATE,
+                notes:
+                    "We cannot tell how the keys will be used so we assume the worst, RW and UPDATE",
+                flags: raw::REDISMODULE_CMD_KEY_RW
+                    | raw::REDISMODULE_CMD_KEY_ACCESS
+                    | raw::REDISMODULE_CMD_KEY_UPDATE,
             }),
             args: fcall_args(),
         },
@@ -277,10 +324,24 @@ fn specs() -> Vec<Spec> {
             complexity: "Depends on the function that is executed.",
             tips: None,
             key_spec: Some(KeySpec {
-                notes: "We cannot tell how the keys will be used so we assume the worst, RO and ACCESS",
+                notes:
+                    "We cannot tell how the keys will be used so we assume the worst, RO and ACCESS",
                 flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
             }),
             args: fcall_args(),
+        },
+        #[cfg(feature = "test-hooks")]
+        Spec {
+            name: "rfunc.testpanic",
+            func: cmd_testpanic,
+            flags: "deny-script",
+            acl: "slow dangerous",
+            arity: 2,
+            summary: "Test builds only: panics in the given place (command, lua).",
+            complexity: "O(1)",
+            tips: None,
+            key_spec: None,
+            args: vec![arg("where", STRING)],
         },
     ]
 }
@@ -297,7 +358,11 @@ impl Strings {
     }
 }
 
-fn build_args(args: &[Arg], strings: &mut Strings, arrays: &mut Vec<Vec<raw::RedisModuleCommandArg>>) -> *mut raw::RedisModuleCommandArg {
+fn build_args(
+    args: &[Arg],
+    strings: &mut Strings,
+    arrays: &mut Vec<Vec<raw::RedisModuleCommandArg>>,
+) -> *mut raw::RedisModuleCommandArg {
     let mut out: Vec<raw::RedisModuleCommandArg> = Vec::with_capacity(args.len() + 1);
     for a in args {
         // SAFETY: a plain C struct; all-zero is "no value" for each field.
@@ -326,7 +391,17 @@ pub fn register(ctx: Ctx) -> Result<(), String> {
     for spec in specs() {
         let name = CString::new(spec.name).expect("command name");
         let flags = CString::new(spec.flags).expect("flags");
-        let rc = unsafe { api::api!(RedisModule_CreateCommand)(ctx, name.as_ptr(), Some(spec.func), flags.as_ptr(), 0, 0, 0) };
+        let rc = unsafe {
+            api::api!(RedisModule_CreateCommand)(
+                ctx,
+                name.as_ptr(),
+                Some(spec.func),
+                flags.as_ptr(),
+                0,
+                0,
+                0,
+            )
+        };
         if rc != raw::REDISMODULE_OK as c_int {
             return Err(format!("cannot create command {}", spec.name));
         }
@@ -335,7 +410,9 @@ pub fn register(ctx: Ctx) -> Result<(), String> {
             return Err(format!("cannot find command {}", spec.name));
         }
         let acl = CString::new(spec.acl).expect("acl");
-        if unsafe { api::api!(RedisModule_SetCommandACLCategories)(cmd, acl.as_ptr()) } != raw::REDISMODULE_OK as c_int {
+        if unsafe { api::api!(RedisModule_SetCommandACLCategories)(cmd, acl.as_ptr()) }
+            != raw::REDISMODULE_OK as c_int
+        {
             return Err(format!("cannot set the ACL categories of {}", spec.name));
         }
         let mut strings = Strings(Vec::new());
@@ -369,9 +446,19 @@ pub fn register(ctx: Ctx) -> Result<(), String> {
         if let Some(t) = spec.tips {
             info.tips = strings.add(t);
         }
-        info.key_specs = if key_specs.is_empty() { ptr::null_mut() } else { key_specs.as_mut_ptr() };
-        info.args = if spec.args.is_empty() { ptr::null_mut() } else { build_args(&spec.args, &mut strings, &mut arrays) };
-        if unsafe { api::api!(RedisModule_SetCommandInfo)(cmd, &info) } != raw::REDISMODULE_OK as c_int {
+        info.key_specs = if key_specs.is_empty() {
+            ptr::null_mut()
+        } else {
+            key_specs.as_mut_ptr()
+        };
+        info.args = if spec.args.is_empty() {
+            ptr::null_mut()
+        } else {
+            build_args(&spec.args, &mut strings, &mut arrays)
+        };
+        if unsafe { api::api!(RedisModule_SetCommandInfo)(cmd, &info) }
+            != raw::REDISMODULE_OK as c_int
+        {
             return Err(format!("cannot set the command info of {}", spec.name));
         }
     }

@@ -28,7 +28,12 @@ thread_local! {
 }
 
 /// Forgets cached command flags: after MODULE LOAD / UNLOAD the command table may have changed.
-unsafe extern "C" fn on_module_change(_ctx: api::Ctx, _eid: raw::RedisModuleEvent, _sub: u64, _data: *mut std::ffi::c_void) {
+unsafe extern "C" fn on_module_change(
+    _ctx: api::Ctx,
+    _eid: raw::RedisModuleEvent,
+    _sub: u64,
+    _data: *mut std::ffi::c_void,
+) {
     COMMANDS.with(|c| {
         if let Ok(mut m) = c.try_borrow_mut() {
             m.clear();
@@ -37,7 +42,10 @@ unsafe extern "C" fn on_module_change(_ctx: api::Ctx, _eid: raw::RedisModuleEven
 }
 
 pub fn subscribe(ctx: api::Ctx) {
-    let event = raw::RedisModuleEvent { id: raw::REDISMODULE_EVENT_MODULE_CHANGE, dataver: 1 };
+    let event = raw::RedisModuleEvent {
+        id: raw::REDISMODULE_EVENT_MODULE_CHANGE,
+        dataver: 1,
+    };
     unsafe { api::api!(RedisModule_SubscribeToServerEvent)(ctx, event, Some(on_module_change)) };
 }
 
@@ -110,8 +118,11 @@ fn script_error_text(msg: &[u8], errno: c_int) -> Vec<u8> {
     let msg = &msg[..end];
     match errno {
         libc::ESPIPE if msg.starts_with(b"ERR command ") => {
-            return format!("ERR This {} command is not allowed from script", host::get().product_name_in_errors())
-                .into_bytes();
+            return format!(
+                "ERR This {} command is not allowed from script",
+                host::get().product_name_in_errors()
+            )
+            .into_bytes();
         }
         libc::ESPIPE if msg.starts_with(b"MASTERDOWN ") => {
             return b"ERR Can not execute the command on a stale replica".to_vec();
@@ -179,7 +190,10 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     if run.resp3 {
         fmt.push('3');
     }
-    let strs: Vec<_> = argv[1..].iter().map(|a| api::create_string(ctx, a)).collect();
+    let strs: Vec<_> = argv[1..]
+        .iter()
+        .map(|a| api::create_string(ctx, a))
+        .collect();
     let (r, errno) = api::call_argv(ctx, &argv[0], &fmt, &strs);
     for s in strs {
         api::free_string(ctx, s);
@@ -198,7 +212,10 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     }
     if argv[0].eq_ignore_ascii_case(b"select") {
         // The server's own scripts keep a SELECT for the rest of the run; RM_Call's client does not.
-        if let Some(db) = std::str::from_utf8(&argv[1]).ok().and_then(|s| s.parse::<c_int>().ok()) {
+        if let Some(db) = std::str::from_utf8(&argv[1])
+            .ok()
+            .and_then(|s| s.parse::<c_int>().ok())
+        {
             api::select_db(ctx, db);
         }
     }
@@ -301,7 +318,10 @@ unsafe fn push_reply(l: *mut lua_State, r: reply::R, resp3: bool, depth: u32) {
 /// `server.acl_check_cmd(cmd, ...)`: may the calling user run this command with these arguments?
 pub unsafe fn acl_check_cmd(l: *mut lua_State) -> Result<c_int, ()> {
     let Some(run) = running() else {
-        push_error_table(l, b"ERR server.acl_check_cmd can only be called inside a script invocation");
+        push_error_table(
+            l,
+            b"ERR server.acl_check_cmd can only be called inside a script invocation",
+        );
         return Err(());
     };
     let argv = match lua_args(l) {
@@ -327,9 +347,13 @@ pub unsafe fn acl_check_cmd(l: *mut lua_State) -> Result<c_int, ()> {
             if user.is_null() {
                 false
             } else {
-                let mut strs: Vec<*mut raw::RedisModuleString> = argv.iter().map(|a| api::create_string(ctx, a)).collect();
-                let ok = api::api!(RedisModule_ACLCheckCommandPermissions)(user, strs.as_mut_ptr(), strs.len() as c_int)
-                    == raw::REDISMODULE_OK as c_int;
+                let mut strs: Vec<*mut raw::RedisModuleString> =
+                    argv.iter().map(|a| api::create_string(ctx, a)).collect();
+                let ok = api::api!(RedisModule_ACLCheckCommandPermissions)(
+                    user,
+                    strs.as_mut_ptr(),
+                    strs.len() as c_int,
+                ) == raw::REDISMODULE_OK as c_int;
                 for s in strs {
                     api::free_string(ctx, s);
                 }

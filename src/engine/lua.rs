@@ -36,6 +36,8 @@ pub struct Registered {
 /// Allocation accounting for the state (bytes currently allocated by Lua).
 struct Memory {
     used: Cell<usize>,
+    /// Set when an allocation was refused because of `rfunc.max-memory`.
+    limit_hit: Cell<bool>,
 }
 
 pub struct LuaEngine {
@@ -53,17 +55,30 @@ pub struct LuaEngine {
 // The engine is only used on the main thread; FLUSH ASYNC moves a retired engine to a thread to free it.
 unsafe impl Send for LuaEngine {}
 
-unsafe extern "C" fn l_alloc(ud: *mut c_void, p: *mut c_void, osize: usize, nsize: usize) -> *mut c_void {
-    let mem = &*(ud as *const Memory);
+unsafe extern "C" fn l_alloc(
+    ud: *mut c_void,
+    p: *mut c_void,
+    osize: usize,
+    nsize: usize,
+) -> *mut c_void {
     use valkey_module::raw;
+    let mem = &*(ud as *const Memory);
+    // Lua passes osize = 0 with a null block.
+    let old = if p.is_null() { 0 } else { osize };
     if nsize == 0 {
         if !p.is_null() {
-            mem.used.set(mem.used.get().saturating_sub(osize));
+            mem.used.set(mem.used.get().saturating_sub(old));
             match raw::RedisModule_Free {
                 Some(f) => f(p),
                 None => libc::free(p),
             }
         }
+        return ptr::null_mut();
+    }
+    let limit = crate::config::max_memory();
+    if limit > 0 && nsize > old && mem.used.get() + (nsize - old) > limit {
+        // Lua turns this into a "not enough memory" error; the call fails, the engine stays usable.
+        mem.limit_hit.set(true);
         return ptr::null_mut();
     }
     let np = match raw::RedisModule_Realloc {
@@ -72,10 +87,30 @@ unsafe extern "C" fn l_alloc(ud: *mut c_void, p: *mut c_void, osize: usize, nsiz
         None => libc::realloc(p, nsize),
     };
     if !np.is_null() {
-        let old = if p.is_null() { 0 } else { osize };
-        mem.used.set(mem.used.get() + nsize - old.min(mem.used.get() + nsize));
+        mem.used.set(mem.used.get().saturating_sub(old) + nsize);
     }
     np
+}
+
+/// The allocation accounting of a state.
+unsafe fn memory_of<'a>(l: *mut lua_State) -> &'a Memory {
+    let mut ud: *mut c_void = ptr::null_mut();
+    ffi::lua_getallocf(l, &mut ud);
+    &*(ud as *const Memory)
+}
+
+/// The error text of a Lua memory error: ours when `rfunc.max-memory` refused an allocation.
+unsafe fn memory_error(l: *mut lua_State) -> Vec<u8> {
+    let mem = memory_of(l);
+    if mem.limit_hit.replace(false) {
+        format!(
+            "ERR the Lua engine reached rfunc.max-memory ({} bytes)",
+            crate::config::max_memory()
+        )
+        .into_bytes()
+    } else {
+        b"ERR not enough memory".to_vec()
+    }
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -128,7 +163,18 @@ unsafe fn guarded(l: *mut lua_State, body: impl FnOnce() -> Result<c_int, ()>) -
         Ok(Ok(n)) => n,
         Ok(Err(())) => ffi::lua_error(l),
         Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
             drop(payload);
+            api::log(
+                ptr::null_mut(),
+                "warning",
+                format!("panic in a Lua C function: {what}").as_bytes(),
+            );
+            drop(what);
             push_error_table(l, b"ERR rfunc internal error (panic), see the server log");
             ffi::lua_error(l)
         }
@@ -212,8 +258,16 @@ pub fn running() -> Option<&'static mut RunCtx> {
 /// The jobs the trampoline runs in protected mode.
 enum Job<'a> {
     Init(&'a mut InitOut),
-    Load { body: &'a [u8], out: &'a mut Result<(), Vec<u8>> },
-    Call { callback: c_int, keys: &'a [&'a [u8]], args: &'a [&'a [u8]], out: &'a mut CallOut },
+    Load {
+        body: &'a [u8],
+        out: &'a mut Result<(), Vec<u8>>,
+    },
+    Call {
+        callback: c_int,
+        keys: &'a [&'a [u8]],
+        args: &'a [&'a [u8]],
+        out: &'a mut CallOut,
+    },
 }
 
 #[derive(Default)]
@@ -228,6 +282,8 @@ struct InitOut {
 #[derive(Default)]
 pub struct CallOut {
     pub error: Option<Vec<u8>>,
+    /// The call ran out of memory: the garbage it left must go before the next call.
+    pub out_of_memory: bool,
 }
 
 unsafe extern "C-unwind" fn trampoline(l: *mut lua_State) -> c_int {
@@ -236,12 +292,18 @@ unsafe extern "C-unwind" fn trampoline(l: *mut lua_State) -> c_int {
     match job {
         Job::Init(out) => init_state(l, out),
         Job::Load { body, out } => **out = load_body(l, body),
-        Job::Call { callback, keys, args, out } => call_function(l, *callback, keys, args, out),
+        Job::Call {
+            callback,
+            keys,
+            args,
+            out,
+        } => call_function(l, *callback, keys, args, out),
     }
     0
 }
 
-const BUSY_TEXT: &CStr = c"Valkey is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
+const BUSY_TEXT: &CStr =
+    c"Valkey is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
 
 impl LuaEngine {
     pub fn new() -> Result<LuaEngine, String> {
@@ -251,7 +313,10 @@ impl LuaEngine {
         } else {
             rfunc_lua_sys::HashMode::StockAllBytes
         });
-        let mem = Box::new(Memory { used: Cell::new(0) });
+        let mem = Box::new(Memory {
+            used: Cell::new(0),
+            limit_hit: Cell::new(false),
+        });
         let l = unsafe { ffi::lua_newstate(l_alloc, &*mem as *const Memory as *mut c_void) };
         if l.is_null() {
             return Err("cannot create the Lua state (out of memory)".into());
@@ -281,7 +346,9 @@ impl LuaEngine {
             engine.trampoline = r;
         }
         let mut out = InitOut::default();
-        engine.run(Job::Init(&mut out)).map_err(|e| String::from_utf8_lossy(&e).into_owned())?;
+        engine
+            .run(Job::Init(&mut out))
+            .map_err(|e| String::from_utf8_lossy(&e).into_owned())?;
         engine.error_handler = out.error_handler;
         engine.proxy_meta = out.proxy_meta;
         engine.real_globals = out.real_globals;
@@ -320,7 +387,12 @@ impl LuaEngine {
 
     /// Compiles and runs a library body (the code after the header line), collecting what it registers.
     /// `timeout`: apply the 500 ms load timeout (not for commands from the primary or the AOF).
-    pub fn load_library(&mut self, ctx: api::Ctx, body: &[u8], timeout: bool) -> Result<Vec<Registered>, Vec<u8>> {
+    pub fn load_library(
+        &mut self,
+        ctx: api::Ctx,
+        body: &[u8],
+        timeout: bool,
+    ) -> Result<Vec<Registered>, Vec<u8>> {
         let mut load = LoadCtx {
             ctx,
             functions: Vec::new(),
@@ -330,7 +402,10 @@ impl LuaEngine {
         };
         let prev = set_mode(ModeRaw::Loading(&mut load));
         let mut out = Ok(());
-        let job_result = self.run(Job::Load { body, out: &mut out });
+        let job_result = self.run(Job::Load {
+            body,
+            out: &mut out,
+        });
         set_mode(prev);
         let result = match (job_result, out) {
             (Err(e), _) => Err([b"Error registering functions: ".as_slice(), &e].concat()),
@@ -354,19 +429,34 @@ impl LuaEngine {
     }
 
     /// Runs a function and writes its reply (or error) to the client of `run.ctx`.
-    pub fn call(&mut self, run: &mut RunCtx, callback: c_int, keys: &[&[u8]], args: &[&[u8]]) -> CallOut {
+    pub fn call(
+        &mut self,
+        run: &mut RunCtx,
+        callback: c_int,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+    ) -> CallOut {
         let mut out = CallOut::default();
         let prev = set_mode(ModeRaw::Running(run));
         unsafe { ffi::lua_sethook(self.l, Some(run_hook), ffi::LUA_MASKCOUNT, HOOK_EVERY) };
-        let r = self.run(Job::Call { callback, keys, args, out: &mut out });
+        let r = self.run(Job::Call {
+            callback,
+            keys,
+            args,
+            out: &mut out,
+        });
         unsafe { ffi::lua_sethook(self.l, None, 0, 0) };
         set_mode(prev);
         if let Err(e) = r {
             // Only the setup around the call can fail here (out of memory before the function started).
             out.error = Some([b"ERR ".as_slice(), &e].concat());
+            out.out_of_memory = true;
+        }
+        if out.out_of_memory {
+            unsafe { ffi::lua_gc(self.l, ffi::LUA_GCCOLLECT, 0) };
         }
         self.calls = self.calls.wrapping_add(1);
-        if self.calls % 50 == 0 {
+        if self.calls.is_multiple_of(50) {
             // The built-in's pacing: a small incremental GC step every 50 calls, never a full collection.
             unsafe { ffi::lua_gc(self.l, ffi::LUA_GCSTEP, 50) };
         }
@@ -394,7 +484,16 @@ unsafe fn init_state(l: *mut lua_State, out: &mut InitOut) {
         ffi::lua_call(l, 1, 0);
     }
     // Names of the base library function code must not see.
-    for name in [c"print", c"dofile", c"loadfile", c"getfenv", c"setfenv", c"newproxy", c"module", c"require"] {
+    for name in [
+        c"print",
+        c"dofile",
+        c"loadfile",
+        c"getfenv",
+        c"setfenv",
+        c"newproxy",
+        c"module",
+        c"require",
+    ] {
         ffi::lua_pushnil(l);
         ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, name.as_ptr());
     }
@@ -434,7 +533,13 @@ unsafe fn init_state(l: *mut lua_State, out: &mut InitOut) {
         ffi::lua_setfield(l, server, name.as_ptr());
     }
     push_version_fields(l, server);
-    for (name, v) in [(c"REPL_NONE", 0), (c"REPL_AOF", 1), (c"REPL_SLAVE", 2), (c"REPL_REPLICA", 2), (c"REPL_ALL", 3)] {
+    for (name, v) in [
+        (c"REPL_NONE", 0),
+        (c"REPL_AOF", 1),
+        (c"REPL_SLAVE", 2),
+        (c"REPL_REPLICA", 2),
+        (c"REPL_ALL", 3),
+    ] {
         ffi::lua_pushnumber(l, v as f64);
         ffi::lua_setfield(l, server, name.as_ptr());
     }
@@ -505,7 +610,12 @@ unsafe fn init_state(l: *mut lua_State, out: &mut InitOut) {
 /// `server.*` version fields (also visible at load time).
 unsafe fn push_version_fields(l: *mut lua_State, t: c_int) {
     let h = host::get();
-    for (name, level) in [(c"LOG_DEBUG", 0), (c"LOG_VERBOSE", 1), (c"LOG_NOTICE", 2), (c"LOG_WARNING", 3)] {
+    for (name, level) in [
+        (c"LOG_DEBUG", 0),
+        (c"LOG_VERBOSE", 1),
+        (c"LOG_NOTICE", 2),
+        (c"LOG_WARNING", 3),
+    ] {
         ffi::lua_pushnumber(l, level as f64);
         ffi::lua_setfield(l, t, name.as_ptr());
     }
@@ -530,7 +640,10 @@ unsafe extern "C-unwind" fn nonexistent_global(l: *mut lua_State) -> c_int {
     // (table, key): the message names the key; raised with the caller's position like luaL_error.
     let key = to_bytes(l, 2).map(|b| b.to_vec()).unwrap_or_default();
     ffi::luaL_where(l, 1);
-    push_bytes(l, b"Script attempted to access nonexistent global variable '");
+    push_bytes(
+        l,
+        b"Script attempted to access nonexistent global variable '",
+    );
     push_bytes(l, &key);
     push_bytes(l, b"'");
     drop(key);
@@ -598,7 +711,13 @@ impl LuaEngine {
 
 unsafe fn load_body(l: *mut lua_State, body: &[u8]) -> Result<(), Vec<u8>> {
     let refs = ENGINE_REFS.with(|r| r.get());
-    if ffi::luaL_loadbuffer(l, body.as_ptr() as *const c_char, body.len(), CHUNK_NAME.as_ptr()) != 0 {
+    if ffi::luaL_loadbuffer(
+        l,
+        body.as_ptr() as *const c_char,
+        body.len(),
+        CHUNK_NAME.as_ptr(),
+    ) != 0
+    {
         let msg = to_bytes(l, -1).unwrap_or_default().to_vec();
         ffi::lua_pop(l, 1);
         return Err([b"Error compiling function: ".as_slice(), &msg].concat());
@@ -611,6 +730,14 @@ unsafe fn load_body(l: *mut lua_State, body: &[u8]) -> Result<(), Vec<u8>> {
     let status = ffi::lua_pcall(l, 0, 0, func);
     ffi::lua_sethook(l, None, 0, 0);
     swap_globals_index(l, refs.real_globals);
+    if status == ffi::LUA_ERRMEM {
+        ffi::lua_settop(l, 0);
+        return Err([
+            b"Error registering functions: ".as_slice(),
+            &memory_error(l),
+        ]
+        .concat());
+    }
     if status != 0 {
         let msg = error_message(l, -1).0;
         ffi::lua_settop(l, 0);
@@ -640,7 +767,10 @@ unsafe extern "C-unwind" fn register_function(l: *mut lua_State) -> c_int {
 
 unsafe fn register_function_inner(l: *mut lua_State) -> Result<c_int, ()> {
     let Mode::Loading(p) = mode() else {
-        push_error_table(l, b"ERR server.register_function can only be called on FUNCTION LOAD command");
+        push_error_table(
+            l,
+            b"ERR server.register_function can only be called on FUNCTION LOAD command",
+        );
         return Err(());
     };
     let load = &mut *p;
@@ -676,7 +806,10 @@ type Registration = (Vec<u8>, Option<Vec<u8>>, FunctionFlags);
 
 /// Reads `register_function`'s arguments (positional or named). On success `callback` holds a registry
 /// reference to the callback.
-unsafe fn parse_registration(l: *mut lua_State, callback: &mut Option<c_int>) -> Result<Registration, &'static str> {
+unsafe fn parse_registration(
+    l: *mut lua_State,
+    callback: &mut Option<c_int>,
+) -> Result<Registration, &'static str> {
     let argc = ffi::lua_gettop(l);
     if argc == 2 {
         if !matches!(ffi::lua_type(l, 1), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
@@ -705,13 +838,17 @@ unsafe fn parse_registration(l: *mut lua_State, callback: &mut Option<c_int>) ->
             ffi::LUA_TSTRING => {}
             // A number key is a string to Lua's API, just never one of the names.
             ffi::LUA_TNUMBER => return Err("unknown argument given to server.register_function"),
-            _ => return Err("named argument key given to server.register_function is not a string"),
+            _ => {
+                return Err("named argument key given to server.register_function is not a string")
+            }
         }
         let key = to_bytes(l, -2).unwrap_or_default().to_ascii_lowercase();
         match key.as_slice() {
             b"function_name" => {
                 if !matches!(ffi::lua_type(l, -1), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
-                    return Err("function_name argument given to server.register_function must be a string");
+                    return Err(
+                        "function_name argument given to server.register_function must be a string",
+                    );
                 }
                 // Convert a copy: lua_tolstring would turn a number key's value into a string in place and
                 // confuse lua_next.
@@ -721,7 +858,9 @@ unsafe fn parse_registration(l: *mut lua_State, callback: &mut Option<c_int>) ->
             }
             b"callback" => {
                 if ffi::lua_type(l, -1) != ffi::LUA_TFUNCTION {
-                    return Err("callback argument given to server.register_function must be a function");
+                    return Err(
+                        "callback argument given to server.register_function must be a function",
+                    );
                 }
                 ffi::lua_pushvalue(l, -1);
                 let r = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
@@ -731,7 +870,9 @@ unsafe fn parse_registration(l: *mut lua_State, callback: &mut Option<c_int>) ->
             }
             b"description" => {
                 if !matches!(ffi::lua_type(l, -1), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
-                    return Err("description argument given to server.register_function must be a string");
+                    return Err(
+                        "description argument given to server.register_function must be a string",
+                    );
                 }
                 ffi::lua_pushvalue(l, -1);
                 description = Some(to_bytes(l, -1).unwrap_or_default().to_vec());
@@ -766,7 +907,9 @@ unsafe fn parse_registration(l: *mut lua_State, callback: &mut Option<c_int>) ->
         }
         ffi::lua_pop(l, 1);
     }
-    let Some(name) = name else { return Err("server.register_function must get a function name argument") };
+    let Some(name) = name else {
+        return Err("server.register_function must get a function name argument");
+    };
     if callback.is_none() {
         return Err("server.register_function must get a callback argument");
     }
@@ -780,7 +923,10 @@ pub fn check_function_name(existing: &[Registered], name: &[u8]) -> Result<(), &
             "Function names can only contain letters, numbers, or underscores(_) and must be at least one character long",
         );
     }
-    if existing.iter().any(|f| f.name.as_bytes().eq_ignore_ascii_case(name)) {
+    if existing
+        .iter()
+        .any(|f| f.name.as_bytes().eq_ignore_ascii_case(name))
+    {
         return Err("Function already exists in the library");
     }
     Ok(())
@@ -792,9 +938,11 @@ pub fn check_function_name(existing: &[Registered], name: &[u8]) -> Result<(), &
 /// The error handler: turns any error value into `{err=..., source=..., line=...}` (reference engine §2.6).
 unsafe extern "C-unwind" fn error_handler(l: *mut lua_State) -> c_int {
     let mut ar: ffi::lua_Debug = std::mem::zeroed();
-    let mut have = ffi::lua_getstack(l, 1, &mut ar) != 0 && ffi::lua_getinfo(l, c"nSl".as_ptr(), &mut ar) != 0;
+    let mut have =
+        ffi::lua_getstack(l, 1, &mut ar) != 0 && ffi::lua_getinfo(l, c"nSl".as_ptr(), &mut ar) != 0;
     if have && !ar.what.is_null() && CStr::from_ptr(ar.what) == c"C" {
-        have = ffi::lua_getstack(l, 2, &mut ar) != 0 && ffi::lua_getinfo(l, c"nSl".as_ptr(), &mut ar) != 0;
+        have = ffi::lua_getstack(l, 2, &mut ar) != 0
+            && ffi::lua_getinfo(l, c"nSl".as_ptr(), &mut ar) != 0;
     }
     ffi::lua_createtable(l, 0, 3);
     let t = ffi::lua_gettop(l);
@@ -824,9 +972,18 @@ unsafe fn push_tostring(l: *mut lua_State, idx: c_int) {
             ffi::lua_tolstring(l, -1, ptr::null_mut());
         }
         ffi::LUA_TNIL => push_str(l, "nil"),
-        ffi::LUA_TBOOLEAN => push_str(l, if ffi::lua_toboolean(l, idx) != 0 { "true" } else { "false" }),
+        ffi::LUA_TBOOLEAN => push_str(
+            l,
+            if ffi::lua_toboolean(l, idx) != 0 {
+                "true"
+            } else {
+                "false"
+            },
+        ),
         t => {
-            let name = CStr::from_ptr(ffi::lua_typename(l, t)).to_string_lossy().into_owned();
+            let name = CStr::from_ptr(ffi::lua_typename(l, t))
+                .to_string_lossy()
+                .into_owned();
             let s = format!("{name}: {:p}", ffi::lua_topointer(l, idx));
             push_str(l, &s);
         }
@@ -840,7 +997,10 @@ unsafe fn error_message(l: *mut lua_State, idx: c_int) -> (Vec<u8>, Option<(Vec<
         // The handler itself failed (e.g. out of memory while building the table).
         let text = to_bytes(l, idx).map(|b| b.to_vec()).unwrap_or_default();
         let text = &text[..text.len().min(100)];
-        return ([b"ERR Error running script, ".as_slice(), text].concat(), None);
+        return (
+            [b"ERR Error running script, ".as_slice(), text].concat(),
+            None,
+        );
     }
     push_str(l, "err");
     ffi::lua_rawget(l, idx);
@@ -854,11 +1014,15 @@ unsafe fn error_message(l: *mut lua_State, idx: c_int) -> (Vec<u8>, Option<(Vec<
     ffi::lua_rawget(l, idx);
     push_str(l, "line");
     ffi::lua_rawget(l, idx);
-    let pos = if ffi::lua_type(l, -2) == ffi::LUA_TSTRING && ffi::lua_type(l, -1) == ffi::LUA_TNUMBER {
-        Some((to_bytes(l, -2).unwrap_or_default().to_vec(), ffi::lua_tonumber(l, -1) as i64))
-    } else {
-        None
-    };
+    let pos =
+        if ffi::lua_type(l, -2) == ffi::LUA_TSTRING && ffi::lua_type(l, -1) == ffi::LUA_TNUMBER {
+            Some((
+                to_bytes(l, -2).unwrap_or_default().to_vec(),
+                ffi::lua_tonumber(l, -1) as i64,
+            ))
+        } else {
+            None
+        };
     ffi::lua_pop(l, 2);
     (msg, pos)
 }
@@ -866,7 +1030,13 @@ unsafe fn error_message(l: *mut lua_State, idx: c_int) -> (Vec<u8>, Option<(Vec<
 // ----------------------------------------------------------------------------------------------------------
 // Calling a function.
 
-unsafe fn call_function(l: *mut lua_State, callback: c_int, keys: &[&[u8]], args: &[&[u8]], out: &mut CallOut) {
+unsafe fn call_function(
+    l: *mut lua_State,
+    callback: c_int,
+    keys: &[&[u8]],
+    args: &[&[u8]],
+    out: &mut CallOut,
+) {
     let refs = ENGINE_REFS.with(|r| r.get());
     ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.error_handler as _);
     let errh = ffi::lua_gettop(l);
@@ -880,6 +1050,14 @@ unsafe fn call_function(l: *mut lua_State, callback: c_int, keys: &[&[u8]], args
     }
     let status = ffi::lua_pcall(l, 2, 1, errh);
     let run = running().expect("a function is running");
+    if status == ffi::LUA_ERRMEM {
+        out.out_of_memory = true;
+        let mut m = memory_error(l);
+        m.extend_from_slice(b" script: ");
+        m.extend_from_slice(run.function.as_bytes());
+        out.error = Some(m);
+        return;
+    }
     if status != 0 {
         let (msg, pos) = error_message(l, -1);
         out.error = Some(match pos {
@@ -1089,7 +1267,10 @@ unsafe extern "C-unwind" fn server_status_reply(l: *mut lua_State) -> c_int {
 unsafe extern "C-unwind" fn server_setresp(l: *mut lua_State) -> c_int {
     guarded(l, || {
         let Some(run) = running() else {
-            push_error_table(l, b"ERR server.setresp() can only be called inside a script invocation");
+            push_error_table(
+                l,
+                b"ERR server.setresp() can only be called inside a script invocation",
+            );
             return Err(());
         };
         if ffi::lua_gettop(l) != 1 {
@@ -1109,7 +1290,10 @@ unsafe extern "C-unwind" fn server_setresp(l: *mut lua_State) -> c_int {
 unsafe extern "C-unwind" fn server_set_repl(l: *mut lua_State) -> c_int {
     guarded(l, || {
         let Some(run) = running() else {
-            push_error_table(l, b"ERR server.set_repl() can only be called inside a script invocation");
+            push_error_table(
+                l,
+                b"ERR server.set_repl() can only be called inside a script invocation",
+            );
             return Err(());
         };
         if ffi::lua_gettop(l) != 1 {
@@ -1126,3 +1310,30 @@ unsafe extern "C-unwind" fn server_set_repl(l: *mut lua_State) -> c_int {
     })
 }
 
+#[cfg(feature = "test-hooks")]
+pub unsafe fn guarded_for_tests(
+    l: *mut lua_State,
+    body: impl FnOnce() -> Result<c_int, ()>,
+) -> c_int {
+    guarded(l, body)
+}
+
+#[cfg(feature = "test-hooks")]
+impl LuaEngine {
+    /// Calls a C function in protected mode and returns the error message it raised.
+    pub fn call_c_function_for_tests(&mut self, _ctx: api::Ctx, f: ffi::lua_CFunction) -> Vec<u8> {
+        unsafe {
+            let l = self.l;
+            ffi::lua_settop(l, 0);
+            ffi::lua_pushcfunction(l, f);
+            let status = ffi::lua_pcall(l, 0, 0, 0);
+            let msg = if status != 0 {
+                error_message(l, -1).0
+            } else {
+                b"no error".to_vec()
+            };
+            ffi::lua_settop(l, 0);
+            msg
+        }
+    }
+}

@@ -10,7 +10,7 @@ use crate::rm::{self as api, Ctx};
 
 /// `(long long)` of a double as x86-64 does it: truncation, and i64::MIN for NaN and out-of-range values.
 pub fn c_double_to_i64(n: f64) -> i64 {
-    if n.is_nan() || n >= 9.223_372_036_854_776e18 || n < -9.223_372_036_854_776e18 {
+    if n.is_nan() || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&n) {
         i64::MIN
     } else {
         n as i64
@@ -18,7 +18,9 @@ pub fn c_double_to_i64(n: f64) -> i64 {
 }
 
 fn replace_crlf(b: &[u8]) -> Vec<u8> {
-    b.iter().map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }).collect()
+    b.iter()
+        .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c })
+        .collect()
 }
 
 /// Pushes `t[key]` (raw) and returns its type.
@@ -90,7 +92,12 @@ unsafe fn table_to_reply(l: *mut lua_State, ctx: Ctx, t: c_int, resp3: bool, dep
         let str_type = raw_field(l, v, b"string");
         if fmt_type == ffi::LUA_TSTRING && str_type == ffi::LUA_TSTRING {
             let mut format = [b' '; 3];
-            for (i, b) in lua_bytes(l, -2).unwrap_or_default().iter().take(3).enumerate() {
+            for (i, b) in lua_bytes(l, -2)
+                .unwrap_or_default()
+                .iter()
+                .take(3)
+                .enumerate()
+            {
                 format[i] = *b;
             }
             api::reply_verbatim(ctx, lua_bytes(l, -1).unwrap_or_default(), &format);

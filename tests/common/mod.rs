@@ -8,7 +8,7 @@
 //!
 //! The server's log is kept in a temporary directory and printed when a test fails; the server is always stopped.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod resp;
 pub mod twin;
@@ -123,15 +123,26 @@ fn new_temp_dir() -> PathBuf {
 /// Is an external server configured (`VALKEY_URL`)?
 pub fn external_url() -> Option<(String, u16)> {
     let url = std::env::var("VALKEY_URL").ok()?;
-    let rest = url.strip_prefix("redis://").or_else(|| url.strip_prefix("valkey://")).unwrap_or(&url);
-    let rest = rest.rsplit('@').next().unwrap_or(rest).trim_end_matches('/');
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("valkey://"))
+        .unwrap_or(&url);
+    let rest = rest
+        .rsplit('@')
+        .next()
+        .unwrap_or(rest)
+        .trim_end_matches('/');
     let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "6379"));
     Some((host.to_string(), port.parse().expect("port in VALKEY_URL")))
 }
 
 impl Server {
     pub fn builder() -> ServerBuilder {
-        ServerBuilder { args: Vec::new(), with_module: true, dir: None }
+        ServerBuilder {
+            args: Vec::new(),
+            with_module: true,
+            dir: None,
+        }
     }
 
     /// A server for tests that do not need to restart it: the external one if `VALKEY_URL` is set, else an
@@ -188,7 +199,11 @@ impl Server {
         }
         let mut last_err = String::new();
         for _attempt in 0..5 {
-            let port = if self.port == 0 { free_port() } else { self.port };
+            let port = if self.port == 0 {
+                free_port()
+            } else {
+                self.port
+            };
             let mut cmd = Command::new(&bin);
             cmd.arg("--port")
                 .arg(port.to_string())
@@ -208,8 +223,12 @@ impl Server {
                 cmd.arg("--loadmodule").arg(&module);
             }
             cmd.args(&self.extra_args);
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-            let child = cmd.spawn().map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let child = cmd
+                .spawn()
+                .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
             self.child = Some(child);
             self.port = port;
             match self.wait_ready() {
@@ -251,7 +270,10 @@ impl Server {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("valkey-server did not answer PING in time; its log:\n{}", self.log()));
+                return Err(format!(
+                    "valkey-server did not answer PING in time; its log:\n{}",
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -321,14 +343,22 @@ impl Server {
             .trim()
             .to_string();
         let mut it = field.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-        (it.next().unwrap_or(0), it.next().unwrap_or(0), it.next().unwrap_or(0))
+        (
+            it.next().unwrap_or(0),
+            it.next().unwrap_or(0),
+            it.next().unwrap_or(0),
+        )
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         if std::thread::panicking() && self.child.is_some() {
-            eprintln!("---- server log ({}) ----\n{}\n---- end of server log ----", self.log_path().display(), self.log());
+            eprintln!(
+                "---- server log ({}) ----\n{}\n---- end of server log ----",
+                self.log_path().display(),
+                self.log()
+            );
         }
         self.kill();
         if self.child.is_none() && !std::thread::panicking() {

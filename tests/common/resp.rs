@@ -72,8 +72,12 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Value, usize)>, String> {
             .ok_or_else(|| format!("bad number {:?}", text(b)))
     }
     fn at(buf: &[u8], pos: usize) -> Result<Option<(Value, usize)>, String> {
-        let Some(&kind) = buf.get(pos) else { return Ok(None) };
-        let Some((head, mut next)) = line(buf, pos + 1) else { return Ok(None) };
+        let Some(&kind) = buf.get(pos) else {
+            return Ok(None);
+        };
+        let Some((head, mut next)) = line(buf, pos + 1) else {
+            return Ok(None);
+        };
         let value = match kind {
             b'+' => Value::Simple(text(head)),
             b'-' => Value::Error(text(head)),
@@ -108,7 +112,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Value, usize)>, String> {
                 if n < 0 {
                     Value::NilArray
                 } else {
-                    let count = if kind == b'%' || kind == b'|' { 2 * n as usize } else { n as usize };
+                    let count = if kind == b'%' || kind == b'|' {
+                        2 * n as usize
+                    } else {
+                        n as usize
+                    };
                     let mut items = Vec::with_capacity(count);
                     for _ in 0..count {
                         match at(buf, next)? {
@@ -215,7 +223,10 @@ impl Conn {
         let stream = TcpStream::connect((host, port))?;
         stream.set_read_timeout(Some(Duration::from_secs(120)))?;
         stream.set_nodelay(true)?;
-        Ok(Conn { stream, buf: Vec::new() })
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+        })
     }
 
     pub fn send(&mut self, args: &[&[u8]]) -> io::Result<()> {
@@ -236,7 +247,10 @@ impl Conn {
             let mut chunk = [0u8; 65536];
             let n = self.stream.read(&mut chunk)?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ));
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }

@@ -142,7 +142,11 @@ pub struct Twin {
 
 impl Twin {
     pub fn new(c: Conn) -> Twin {
-        Twin { c, reset: Vec::new(), failures: Vec::new() }
+        Twin {
+            c,
+            reset: Vec::new(),
+            failures: Vec::new(),
+        }
     }
 
     fn run_reset(&mut self) {
@@ -168,7 +172,11 @@ impl Twin {
     #[track_caller]
     pub fn assert_clean(&self) {
         if !self.failures.is_empty() {
-            panic!("{} difference(s) between the built-in and rfunc:\n  {}", self.failures.len(), self.failures.join("\n  "));
+            panic!(
+                "{} difference(s) between the built-in and rfunc:\n  {}",
+                self.failures.len(),
+                self.failures.join("\n  ")
+            );
         }
     }
 
@@ -195,7 +203,10 @@ impl Twin {
         if na != nb {
             panic!(
                 "built-in and rfunc differ for {:?}\n  built-in: {:?}\n  rfunc:    {:?}",
-                builtin.iter().map(|x| String::from_utf8_lossy(x)).collect::<Vec<_>>(),
+                builtin
+                    .iter()
+                    .map(|x| String::from_utf8_lossy(x))
+                    .collect::<Vec<_>>(),
                 String::from_utf8_lossy(&a),
                 String::from_utf8_lossy(&b)
             );
