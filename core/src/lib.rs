@@ -1,5 +1,5 @@
 //! rfunc's pure core: everything that can be built and tested without a server.
 
-pub mod payload;
 pub mod fpconv;
 pub mod library;
+pub mod payload;

@@ -19,7 +19,9 @@ impl HeaderError {
     /// The server's error text as bytes (tokens and engine names may be arbitrary bytes).
     pub fn message(&self) -> Vec<u8> {
         match self {
-            HeaderError::InvalidValue(tok) => [b"Invalid metadata value given: ".as_slice(), tok].concat(),
+            HeaderError::InvalidValue(tok) => {
+                [b"Invalid metadata value given: ".as_slice(), tok].concat()
+            }
             HeaderError::EngineNotFound(e) => [b"Engine '".as_slice(), e, b"' not found"].concat(),
             other => other.to_string().into_bytes(),
         }
@@ -67,10 +69,16 @@ pub fn parse_header(code: &[u8]) -> Result<Header, HeaderError> {
     if !code.starts_with(b"#!") {
         return Err(HeaderError::MissingMetadata);
     }
-    let nl = code.iter().position(|&b| b == b'\n').ok_or(HeaderError::InvalidMetadata)?;
+    let nl = code
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or(HeaderError::InvalidMetadata)?;
     let tokens = split_args(&code[..nl]).ok_or(HeaderError::InvalidMetadata)?;
     // The first token always starts with `#!` (the code does); what follows is the engine name.
-    let engine = tokens.first().map(|t| t[2.min(t.len())..].to_vec()).unwrap_or_default();
+    let engine = tokens
+        .first()
+        .map(|t| t[2.min(t.len())..].to_vec())
+        .unwrap_or_default();
     let mut name: Option<Vec<u8>> = None;
     for tok in tokens.iter().skip(1) {
         if tok.len() >= 5 && tok[..5].eq_ignore_ascii_case(b"name=") {
@@ -126,7 +134,11 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         loop {
             let c = at(p);
             if inq {
-                if c == b'\\' && at(p + 1) == b'x' && hex(at(p + 2)).is_some() && hex(at(p + 3)).is_some() {
+                if c == b'\\'
+                    && at(p + 1) == b'x'
+                    && hex(at(p + 2)).is_some()
+                    && hex(at(p + 3)).is_some()
+                {
                     cur.push(hex(at(p + 2)).unwrap() * 16 + hex(at(p + 3)).unwrap());
                     p += 3;
                 } else if c == b'\\' && at(p + 1) != 0 {
@@ -201,7 +213,10 @@ impl FunctionFlags {
         (FunctionFlags::ALLOW_OOM, "allow-oom"),
         (FunctionFlags::ALLOW_STALE, "allow-stale"),
         (FunctionFlags::NO_CLUSTER, "no-cluster"),
-        (FunctionFlags::ALLOW_CROSS_SLOT_KEYS, "allow-cross-slot-keys"),
+        (
+            FunctionFlags::ALLOW_CROSS_SLOT_KEYS,
+            "allow-cross-slot-keys",
+        ),
     ];
 
     pub const fn empty() -> FunctionFlags {
@@ -209,7 +224,10 @@ impl FunctionFlags {
     }
     /// Parses one flag name (case-insensitive).
     pub fn from_name(name: &[u8]) -> Option<FunctionFlags> {
-        Self::ALL.iter().find(|(_, n)| n.as_bytes().eq_ignore_ascii_case(name)).map(|(f, _)| *f)
+        Self::ALL
+            .iter()
+            .find(|(_, n)| n.as_bytes().eq_ignore_ascii_case(name))
+            .map(|(f, _)| *f)
     }
     pub fn contains(self, other: FunctionFlags) -> bool {
         self.0 & other.0 == other.0
@@ -218,7 +236,10 @@ impl FunctionFlags {
         self.0 |= other.0;
     }
     pub fn names(self) -> impl Iterator<Item = &'static str> {
-        Self::ALL.into_iter().filter(move |(f, _)| self.contains(*f)).map(|(_, n)| n)
+        Self::ALL
+            .into_iter()
+            .filter(move |(f, _)| self.contains(*f))
+            .map(|(_, n)| n)
     }
     pub fn bits(self) -> u8 {
         self.0
@@ -350,7 +371,10 @@ mod tests {
         assert_eq!(err(" #!lua name=x\n"), "Missing library metadata");
         assert_eq!(err("#!lua"), "Invalid library metadata");
         assert_eq!(err("#!lua name=x"), "Invalid library metadata");
-        assert_eq!(err("#!lua name=a6 \"unbalanced\nx"), "Invalid library metadata");
+        assert_eq!(
+            err("#!lua name=a6 \"unbalanced\nx"),
+            "Invalid library metadata"
+        );
         assert_eq!(err("#!lua\nx"), "Library name was not given");
         assert_eq!(err("#!\nx"), "Library name was not given");
         assert_eq!(err("#!   \nx"), "Library name was not given");
@@ -358,10 +382,19 @@ mod tests {
         assert_eq!(err("#!lua name=\nx"), bad);
         assert_eq!(err("#!lua name=a-b\nx"), bad);
         assert_eq!(err("#!lua name=é\nx"), bad);
-        assert_eq!(err("#!lua name=a name=b\nx"), "Invalid metadata value, name argument was given multiple times");
-        assert_eq!(err("#!lua name=a foo=bar\nx"), "Invalid metadata value given: foo=bar");
+        assert_eq!(
+            err("#!lua name=a name=b\nx"),
+            "Invalid metadata value, name argument was given multiple times"
+        );
+        assert_eq!(
+            err("#!lua name=a foo=bar\nx"),
+            "Invalid metadata value given: foo=bar"
+        );
         assert_eq!(err("#!lua x name=a\nx"), "Invalid metadata value given: x");
-        assert_eq!(err("#!  lua   name=a2  \nx"), "Invalid metadata value given: lua");
+        assert_eq!(
+            err("#!  lua   name=a2  \nx"),
+            "Invalid metadata value given: lua"
+        );
         assert_eq!(err("#!js name=a\nx"), "Engine 'js' not found");
         assert_eq!(err("#! name=x\nx"), "Engine '' not found");
         for ok in [
@@ -380,7 +413,10 @@ mod tests {
 
     #[test]
     fn split_args_quoting() {
-        assert_eq!(split_args(b"a \"b c\" 'd e'").unwrap(), vec![b"a".to_vec(), b"b c".to_vec(), b"d e".to_vec()]);
+        assert_eq!(
+            split_args(b"a \"b c\" 'd e'").unwrap(),
+            vec![b"a".to_vec(), b"b c".to_vec(), b"d e".to_vec()]
+        );
         assert_eq!(split_args(b"\"\\x41\\n\"").unwrap(), vec![b"A\n".to_vec()]);
         assert!(split_args(b"\"a\"b").is_none());
         assert!(split_args(b"'a").is_none());
@@ -393,7 +429,10 @@ mod tests {
         let mut f = FunctionFlags::empty();
         f.insert(FunctionFlags::from_name(b"ALLOW-STALE").unwrap());
         f.insert(FunctionFlags::from_name(b"no-writes").unwrap());
-        assert_eq!(f.names().collect::<Vec<_>>(), vec!["no-writes", "allow-stale"]);
+        assert_eq!(
+            f.names().collect::<Vec<_>>(),
+            vec!["no-writes", "allow-stale"]
+        );
         assert!(FunctionFlags::from_name(b"no-script").is_none());
     }
 
