@@ -9,6 +9,7 @@ mod config;
 mod engine;
 mod host;
 mod info;
+pub mod inspect;
 mod persistence;
 mod registry;
 mod rm;

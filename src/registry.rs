@@ -147,77 +147,17 @@ impl Registry {
         trailing: Option<Vec<u8>>,
         policy: RestorePolicy,
         timeout: bool,
-    ) -> Result<(), Vec<u8>> {
-        let mut new: Vec<Library> = Vec::with_capacity(codes.len());
-        let release_all = |engine: &mut LuaEngine, libs: &[Library]| {
-            for l in libs {
-                engine.release(&l.functions);
+    ) -> Result<RestorePlan, Vec<u8>> {
+        let new = compile_payload(engine, ctx, codes, trailing, timeout)?;
+        let plan = match self.plan_restore(&new, policy) {
+            Ok(plan) => plan,
+            Err(e) => {
+                for l in &new {
+                    engine.release(&l.functions);
+                }
+                return Err(e);
             }
         };
-        for code in codes {
-            let step = (|| {
-                let header = parse_header(&code).map_err(|e| e.message())?;
-                if new.iter().any(|l| l.name == header.name) {
-                    return Err(format!("Library '{}' already exists", header.name).into_bytes());
-                }
-                let lib = compile(
-                    engine,
-                    ctx,
-                    &code,
-                    &header.name,
-                    header.body_offset,
-                    timeout,
-                )?;
-                for f in &lib.functions {
-                    let clash = new.iter().any(|other| {
-                        other
-                            .functions
-                            .iter()
-                            .any(|g| g.name.eq_ignore_ascii_case(&f.name))
-                    });
-                    if clash {
-                        let msg = format!("Function {} already exists", f.name).into_bytes();
-                        engine.release(&lib.functions);
-                        return Err(msg);
-                    }
-                }
-                Ok(lib)
-            })();
-            match step {
-                Ok(lib) => new.push(lib),
-                Err(e) => {
-                    release_all(engine, &new);
-                    return Err(e);
-                }
-            }
-        }
-        if let Some(e) = trailing {
-            release_all(engine, &new);
-            return Err(e);
-        }
-        if policy != RestorePolicy::Flush {
-            // Libraries that stay: all current ones, minus those REPLACE swaps out.
-            let replaced =
-                |name: &str| policy == RestorePolicy::Replace && new.iter().any(|n| n.name == name);
-            if policy == RestorePolicy::Append {
-                if let Some(dup) = new.iter().find(|n| self.library(&n.name).is_some()) {
-                    let msg = format!("Library {} already exists", dup.name).into_bytes();
-                    release_all(engine, &new);
-                    return Err(msg);
-                }
-            }
-            for lib in &new {
-                for f in &lib.functions {
-                    if let Some(existing) = self.function(f.name.as_bytes()) {
-                        if !replaced(&existing.library.name) {
-                            let msg = format!("Function {} already exists", f.name).into_bytes();
-                            release_all(engine, &new);
-                            return Err(msg);
-                        }
-                    }
-                }
-            }
-        }
         match policy {
             RestorePolicy::Flush => self.clear(Some(engine)),
             RestorePolicy::Replace => {
@@ -225,19 +165,137 @@ impl Registry {
                     std::mem::take(&mut self.libraries)
                         .into_iter()
                         .partition(|l| new.iter().any(|n| n.name == l.name));
-                release_all(engine, &gone);
+                for l in &gone {
+                    engine.release(&l.functions);
+                }
                 self.libraries = kept;
             }
             RestorePolicy::Append => {}
         }
         self.libraries.extend(new);
         self.reindex();
-        Ok(())
+        Ok(plan)
+    }
+
+    /// What joining `new` into the registry with `policy` does, or the server's conflict error.
+    pub fn plan_restore(
+        &self,
+        new: &[Library],
+        policy: RestorePolicy,
+    ) -> Result<RestorePlan, Vec<u8>> {
+        let mut plan = RestorePlan::default();
+        if policy == RestorePolicy::Flush {
+            plan.removed = self.libraries.iter().map(|l| l.name.clone()).collect();
+            plan.added = new.iter().map(|l| l.name.clone()).collect();
+            return Ok(plan);
+        }
+        if policy == RestorePolicy::Append {
+            if let Some(dup) = new.iter().find(|n| self.library(&n.name).is_some()) {
+                return Err(format!("Library {} already exists", dup.name).into_bytes());
+            }
+        }
+        // Libraries that stay: all current ones, minus those REPLACE swaps out.
+        let replaced =
+            |name: &str| policy == RestorePolicy::Replace && new.iter().any(|n| n.name == name);
+        for lib in new {
+            for f in &lib.functions {
+                if let Some(existing) = self.function(f.name.as_bytes()) {
+                    if !replaced(&existing.library.name) {
+                        return Err(format!("Function {} already exists", f.name).into_bytes());
+                    }
+                }
+            }
+        }
+        for lib in new {
+            if self.library(&lib.name).is_some() {
+                plan.replaced.push(lib.name.clone());
+            } else {
+                plan.added.push(lib.name.clone());
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Zeroes every function's statistics.
+    pub fn reset_stats(&self) {
+        for lib in &self.libraries {
+            for f in &lib.functions {
+                f.stats.reset();
+            }
+        }
     }
 }
 
+/// What a RESTORE changes (reported by RESTORE ... DRYRUN).
+#[derive(Default, Debug)]
+pub struct RestorePlan {
+    pub added: Vec<String>,
+    pub replaced: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// Compiles the libraries of a payload in order (like the server, which compiles as it parses), refusing two
+/// libraries of one name or one function name in two libraries of the payload.
+pub fn compile_payload(
+    engine: &mut LuaEngine,
+    ctx: Ctx,
+    codes: Vec<Vec<u8>>,
+    trailing: Option<Vec<u8>>,
+    timeout: bool,
+) -> Result<Vec<Library>, Vec<u8>> {
+    let mut new: Vec<Library> = Vec::with_capacity(codes.len());
+    let fail = |engine: &mut LuaEngine, new: &[Library], e: Vec<u8>| {
+        for l in new {
+            engine.release(&l.functions);
+        }
+        Err(e)
+    };
+    for code in codes {
+        let header = match parse_header(&code) {
+            Ok(h) => h,
+            Err(e) => return fail(engine, &new, e.message()),
+        };
+        if new.iter().any(|l| l.name == header.name) {
+            return fail(
+                engine,
+                &new,
+                format!("Library '{}' already exists", header.name).into_bytes(),
+            );
+        }
+        let lib = match compile(
+            engine,
+            ctx,
+            &code,
+            &header.name,
+            header.body_offset,
+            timeout,
+        ) {
+            Ok(lib) => lib,
+            Err(e) => return fail(engine, &new, e),
+        };
+        let clash = lib.functions.iter().find(|f| {
+            new.iter().any(|other| {
+                other
+                    .functions
+                    .iter()
+                    .any(|g| g.name.eq_ignore_ascii_case(&f.name))
+            })
+        });
+        if let Some(f) = clash {
+            let msg = format!("Function {} already exists", f.name).into_bytes();
+            engine.release(&lib.functions);
+            return fail(engine, &new, msg);
+        }
+        new.push(lib);
+    }
+    if let Some(e) = trailing {
+        return fail(engine, &new, e);
+    }
+    Ok(new)
+}
+
 /// Compiles one library and applies the checks the server makes on what it registered.
-fn compile(
+pub fn compile(
     engine: &mut LuaEngine,
     ctx: Ctx,
     code: &[u8],

@@ -145,7 +145,11 @@ pub fn log(ctx: Ctx, level: &str, msg: &[u8]) {
             .collect::<Vec<u8>>(),
     )
     .expect("NULs replaced");
-    unsafe { api!(RedisModule_Log)(ctx, level.as_ptr(), c"%s".as_ptr(), msg.as_ptr()) };
+    // Outside a server (the offline CLI) there is no log: use stderr.
+    match unsafe { *std::ptr::addr_of!(raw::RedisModule_Log) } {
+        Some(f) => unsafe { f(ctx, level.as_ptr(), c"%s".as_ptr(), msg.as_ptr()) },
+        None => eprintln!("{}", msg.to_string_lossy()),
+    }
 }
 
 /// The bytes of a module string.

@@ -123,7 +123,12 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
         if api::selected_db(ctx) != run.original_db {
             api::select_db(ctx, run.original_db);
         }
-        crate::info::count_call(out.error.is_some());
+        let failed = out.error.is_some();
+        found
+            .function
+            .stats
+            .record(run.start.elapsed().as_micros() as u64, failed);
+        crate::info::count_call(failed);
         if let Some(e) = out.error {
             api::reply_error_bytes(ctx, &e);
         }

@@ -5,7 +5,7 @@ use rfunc_core::payload;
 
 use crate::engine::{self, lua};
 use crate::host;
-use crate::registry::RestorePolicy;
+use crate::registry::{compile_payload, RestorePlan, RestorePolicy};
 use crate::rm::{self as api, Ctx};
 use crate::runtime;
 
@@ -119,12 +119,16 @@ pub fn flush(ctx: Ctx, argv: &[&[u8]]) {
 
 pub fn list(ctx: Ctx, argv: &[&[u8]]) {
     let mut with_code = false;
+    let mut with_stats = false;
     let mut pattern: Option<&[u8]> = None;
     let mut i = 1;
     while i < argv.len() {
         let a = argv[i];
         if a.eq_ignore_ascii_case(b"withcode") && !with_code {
             with_code = true;
+        } else if a.eq_ignore_ascii_case(b"withstats") && !with_stats {
+            // rfunc's addition: per-function statistics in each function's entry.
+            with_stats = true;
         } else if a.eq_ignore_ascii_case(b"libraryname") && pattern.is_none() {
             if i + 1 >= argv.len() {
                 api::reply_error(ctx, "ERR library name argument was not given");
@@ -155,7 +159,7 @@ pub fn list(ctx: Ctx, argv: &[&[u8]]) {
             api::reply_bulk(ctx, b"functions");
             api::reply_array(ctx, lib.functions.len() as i64);
             for f in &lib.functions {
-                api::reply_map(ctx, 3);
+                api::reply_map(ctx, if with_stats { 7 } else { 3 });
                 api::reply_bulk(ctx, b"name");
                 api::reply_bulk(ctx, f.name.as_bytes());
                 api::reply_bulk(ctx, b"description");
@@ -169,6 +173,17 @@ pub fn list(ctx: Ctx, argv: &[&[u8]]) {
                 for n in names {
                     api::reply_simple(ctx, n);
                 }
+                if with_stats {
+                    for (k, v) in [
+                        ("calls", &f.stats.calls),
+                        ("errors", &f.stats.errors),
+                        ("total_usec", &f.stats.total_us),
+                        ("max_usec", &f.stats.max_us),
+                    ] {
+                        api::reply_bulk(ctx, k.as_bytes());
+                        api::reply_int(ctx, v.get() as i64);
+                    }
+                }
             }
             if with_code {
                 api::reply_bulk(ctx, b"library_code");
@@ -181,29 +196,82 @@ pub fn list(ctx: Ctx, argv: &[&[u8]]) {
     }
 }
 
-pub fn dump(ctx: Ctx, _argv: &[&[u8]]) {
+/// `RFUNC.DUMP [VERSION <n>] [LIBRARY <name> ...]`: the host's payload by default; VERSION stamps it for
+/// another server's RESTORE; LIBRARY keeps only the named libraries (in the order given).
+pub fn dump(ctx: Ctx, argv: &[&[u8]]) {
+    let mut version = host::get().rdb_version();
+    let mut only: Option<Vec<String>> = None;
+    let mut i = 1;
+    while i < argv.len() {
+        let a = argv[i];
+        if a.eq_ignore_ascii_case(b"version") && i + 1 < argv.len() {
+            match std::str::from_utf8(argv[i + 1])
+                .ok()
+                .and_then(|v| v.parse::<u16>().ok())
+            {
+                Some(v) if v > 0 => version = v,
+                _ => {
+                    api::reply_error(
+                        ctx,
+                        "ERR VERSION must be an RDB version between 1 and 65535",
+                    );
+                    return;
+                }
+            }
+            i += 2;
+        } else if a.eq_ignore_ascii_case(b"library") && i + 1 < argv.len() {
+            let names = only.get_or_insert_with(Vec::new);
+            i += 1;
+            while i < argv.len() && !argv[i].eq_ignore_ascii_case(b"version") {
+                names.push(String::from_utf8_lossy(argv[i]).into_owned());
+                i += 1;
+            }
+        } else {
+            api::reply_error_bytes(ctx, &[b"ERR Unknown argument ".as_slice(), a].concat());
+            return;
+        }
+    }
     let compress = host::config_is_yes(ctx, "rdbcompression").unwrap_or(true);
-    let version = host::get().rdb_version();
-    match runtime::with(|rt| {
-        let codes: Vec<&[u8]> = rt
-            .registry
-            .libraries()
-            .iter()
-            .map(|l| l.code.as_slice())
-            .collect();
-        payload::encode(&codes, version, compress)
-    }) {
-        Ok(p) => api::reply_bulk(ctx, &p),
+    let r = runtime::with(|rt| -> Result<Vec<u8>, String> {
+        let codes: Vec<&[u8]> = match &only {
+            None => rt
+                .registry
+                .libraries()
+                .iter()
+                .map(|l| l.code.as_slice())
+                .collect(),
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    rt.registry
+                        .library(n)
+                        .map(|l| l.code.as_slice())
+                        .ok_or_else(|| format!("ERR Library '{n}' not found"))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(payload::encode(&codes, version, compress))
+    });
+    match r {
+        Ok(Ok(p)) => api::reply_bulk(ctx, &p),
+        Ok(Err(e)) => api::reply_error(ctx, &e),
         Err(e) => reply_runtime_error(ctx, e),
     }
 }
 
+/// `RFUNC.RESTORE <payload> [FLUSH|APPEND|REPLACE] [DRYRUN]`.
 pub fn restore(ctx: Ctx, argv: &[&[u8]]) {
-    if argv.len() > 3 {
+    let mut args = &argv[1..];
+    // rfunc's addition: a trailing DRYRUN validates and reports, changing nothing.
+    let dry_run = args.len() >= 2 && args[args.len() - 1].eq_ignore_ascii_case(b"dryrun");
+    if dry_run {
+        args = &args[..args.len() - 1];
+    }
+    if args.len() > 2 {
         too_many_args(ctx, argv[0]);
         return;
     }
-    let policy = match argv.get(2) {
+    let policy = match args.get(1) {
         None => RestorePolicy::Append,
         Some(p) if p.eq_ignore_ascii_case(b"append") => RestorePolicy::Append,
         Some(p) if p.eq_ignore_ascii_case(b"replace") => RestorePolicy::Replace,
@@ -216,19 +284,18 @@ pub fn restore(ctx: Ctx, argv: &[&[u8]]) {
             return;
         }
     };
-    // SPEC rule 5: accept every version a real server writes for this format, plus what the host accepts.
-    let relaxed = host::get().at_least(8, 1)
-        && host::config_get(ctx, "rdb-version-check")
-            .is_some_and(|m| m.eq_ignore_ascii_case(b"relaxed"));
-    let host_kind = host::get().payload_host();
-    let entries =
-        match payload::entries_with(argv[1], |v| payload::rfunc_accepts(host_kind, relaxed, v)) {
-            Ok((_, entries)) => entries,
-            Err(e) => {
-                api::reply_error(ctx, &format!("ERR {e}"));
-                return;
-            }
-        };
+    let accept = restore_version_rule(ctx);
+    let entries = match payload::entries_with(args[0], accept) {
+        Ok((_, entries)) => entries,
+        Err(e) if dry_run => {
+            reply_dry_run(ctx, Err(format!("{e}").into_bytes()));
+            return;
+        }
+        Err(e) => {
+            api::reply_error(ctx, &format!("ERR {e}"));
+            return;
+        }
+    };
     // The server compiles each library as it parses the payload: a library that fails to compile is reported
     // before a malformed entry that follows it.
     let mut codes = Vec::new();
@@ -243,11 +310,15 @@ pub fn restore(ctx: Ctx, argv: &[&[u8]]) {
         }
     }
     let timeout = load_timeout_applies(ctx);
+    if dry_run {
+        dry_run_restore(ctx, codes, trailing, policy, timeout);
+        return;
+    }
     match runtime::with(|rt| {
         rt.registry
             .restore(&mut rt.engine, ctx, codes, trailing, policy, timeout)
     }) {
-        Ok(Ok(())) => {
+        Ok(Ok(_)) => {
             api::reply_ok(ctx);
             api::replicate_verbatim(ctx);
         }
@@ -256,7 +327,152 @@ pub fn restore(ctx: Ctx, argv: &[&[u8]]) {
     }
 }
 
-pub fn stats(ctx: Ctx, _argv: &[&[u8]]) {
+/// SPEC rule 5: RESTORE accepts every version a real server writes for this format, plus what the host accepts.
+fn restore_version_rule(ctx: Ctx) -> impl Fn(u16) -> bool {
+    let relaxed = host::get().at_least(8, 1)
+        && host::config_get(ctx, "rdb-version-check")
+            .is_some_and(|m| m.eq_ignore_ascii_case(b"relaxed"));
+    let host_kind = host::get().payload_host();
+    move |v| payload::rfunc_accepts(host_kind, relaxed, v)
+}
+
+/// `RFUNC.INSPECT <payload>`: what is inside a payload, without touching the registry.
+pub fn inspect(ctx: Ctx, argv: &[&[u8]]) {
+    let accept = restore_version_rule(ctx);
+    let report = match crate::inspect::inspect(ctx, argv[1], &accept) {
+        Ok(r) => r,
+        Err(e) => {
+            api::reply_error(ctx, &format!("ERR {e}"));
+            return;
+        }
+    };
+    api::reply_map(ctx, 5);
+    api::reply_bulk(ctx, b"size");
+    api::reply_int(ctx, report.size as i64);
+    api::reply_bulk(ctx, b"version");
+    match report.version {
+        Some(v) => api::reply_int(ctx, v as i64),
+        None => api::reply_null(ctx),
+    }
+    api::reply_bulk(ctx, b"checksum");
+    api::reply_bulk(
+        ctx,
+        if report.checksum_ok {
+            b"ok"
+        } else {
+            b"mismatch"
+        },
+    );
+    api::reply_bulk(ctx, b"restore");
+    api::reply_bulk(
+        ctx,
+        report.restore_error.as_deref().unwrap_or("OK").as_bytes(),
+    );
+    api::reply_bulk(ctx, b"libraries");
+    api::reply_array(ctx, report.libraries.len() as i64);
+    for lib in &report.libraries {
+        api::reply_map(ctx, 5);
+        api::reply_bulk(ctx, b"library_name");
+        match &lib.name {
+            Some(n) => api::reply_bulk(ctx, n.as_bytes()),
+            None => api::reply_null(ctx),
+        }
+        api::reply_bulk(ctx, b"engine");
+        api::reply_bulk(ctx, ENGINE_NAME.as_bytes());
+        api::reply_bulk(ctx, b"code_size");
+        api::reply_int(ctx, lib.code.len() as i64);
+        api::reply_bulk(ctx, b"functions");
+        api::reply_array(ctx, lib.functions.len() as i64);
+        for f in &lib.functions {
+            api::reply_map(ctx, 3);
+            api::reply_bulk(ctx, b"name");
+            api::reply_bulk(ctx, f.name.as_bytes());
+            api::reply_bulk(ctx, b"description");
+            match &f.description {
+                Some(d) => api::reply_bulk(ctx, d),
+                None => api::reply_null(ctx),
+            }
+            api::reply_bulk(ctx, b"flags");
+            api::reply_set(ctx, f.flags.len() as i64);
+            for fl in &f.flags {
+                api::reply_simple(ctx, fl);
+            }
+        }
+        api::reply_bulk(ctx, b"error");
+        match &lib.error {
+            Some(e) => api::reply_bulk(ctx, e.as_bytes()),
+            None => api::reply_null(ctx),
+        }
+    }
+}
+
+/// Compiles the payload in a scratch engine (the live one, its libraries and settings stay untouched) and
+/// reports what RESTORE would do: `result` (OK or the error it would give), `added`, `replaced`, `removed`.
+fn dry_run_restore(
+    ctx: Ctx,
+    codes: Vec<Vec<u8>>,
+    trailing: Option<Vec<u8>>,
+    policy: RestorePolicy,
+    timeout: bool,
+) {
+    let mut scratch = match engine::LuaEngine::new() {
+        Ok(e) => e,
+        Err(e) => {
+            api::reply_error(ctx, &format!("ERR {e}"));
+            return;
+        }
+    };
+    let outcome = match compile_payload(&mut scratch, ctx, codes, trailing, timeout) {
+        Err(e) => Err(e),
+        Ok(new) => match runtime::with(|rt| rt.registry.plan_restore(&new, policy)) {
+            Ok(plan) => plan,
+            Err(e) => Err(e.as_bytes().to_vec()),
+        },
+    };
+    drop(scratch);
+    reply_dry_run(ctx, outcome);
+}
+
+fn reply_dry_run(ctx: Ctx, outcome: Result<RestorePlan, Vec<u8>>) {
+    let (result, plan) = match outcome {
+        Ok(plan) => (b"OK".to_vec(), plan),
+        Err(e) => ([b"ERR ".as_slice(), &e].concat(), RestorePlan::default()),
+    };
+    api::reply_map(ctx, 4);
+    api::reply_bulk(ctx, b"result");
+    api::reply_bulk(ctx, &result);
+    for (k, names) in [
+        ("added", &plan.added),
+        ("replaced", &plan.replaced),
+        ("removed", &plan.removed),
+    ] {
+        api::reply_bulk(ctx, k.as_bytes());
+        api::reply_array(ctx, names.len() as i64);
+        for n in names {
+            api::reply_bulk(ctx, n.as_bytes());
+        }
+    }
+}
+
+pub fn stats(ctx: Ctx, argv: &[&[u8]]) {
+    match argv.get(1) {
+        None => {}
+        // rfunc's addition: RFUNC.STATS RESET zeroes the per-function statistics (RFUNC.LIST WITHSTATS).
+        Some(a) if argv.len() == 2 && a.eq_ignore_ascii_case(b"reset") => {
+            match runtime::with(|rt| rt.registry.reset_stats()) {
+                Ok(()) => api::reply_ok(ctx),
+                Err(e) => reply_runtime_error(ctx, e),
+            }
+            return;
+        }
+        Some(_) => {
+            api::reply_error(
+                ctx,
+                "ERR wrong number of arguments for 'rfunc.stats' command",
+            );
+            return;
+        }
+    }
     let (libs, fns) = runtime::counts();
     api::reply_map(ctx, 2);
     api::reply_bulk(ctx, b"running_script");
@@ -343,6 +559,18 @@ const HELP: &[&str] = &[
     "      in case of functions name collision with another library).",
     "HELP",
     "    Print this help.",
+    "rfunc additions:",
+    "DUMP [VERSION <n>] [LIBRARY <name> ...]",
+    "    Dump for another server version's RESTORE (10: Redis 7.0, 11: Valkey 7.2-8.x, 80: Valkey 9.x) and/or only",
+    "    the named libraries.",
+    "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE] DRYRUN",
+    "    Validate the payload and report what RESTORE would do (result, added, replaced, removed); change nothing.",
+    "INSPECT <PAYLOAD>",
+    "    Show a payload's version, checksum status and libraries (functions, flags, code size).",
+    "LIST ... WITHSTATS",
+    "    Add per-function calls, errors, total_usec and max_usec.",
+    "STATS RESET",
+    "    Zero the per-function statistics.",
     "RFUNC.FCALL <FUNCTION NAME> <NUMKEYS> [KEY ...] [ARG ...]",
     "    Invoke a function (RFUNC.FCALL_RO: a function flagged no-writes, read-only).",
 ];

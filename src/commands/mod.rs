@@ -72,6 +72,7 @@ entry!(cmd_restore, "rfunc.restore", functions::restore);
 entry!(cmd_stats, "rfunc.stats", functions::stats);
 entry!(cmd_kill, "rfunc.kill", functions::kill);
 entry!(cmd_help, "rfunc.help", functions::help);
+entry!(cmd_inspect, "rfunc.inspect", functions::inspect);
 entry!(cmd_fcall, "rfunc.fcall", fcall::fcall);
 entry!(cmd_fcall_ro, "rfunc.fcall_ro", fcall::fcall_ro);
 #[cfg(feature = "test-hooks")]
@@ -227,6 +228,7 @@ fn specs() -> Vec<Spec> {
                     .token("LIBRARYNAME")
                     .optional(),
                 arg("withcode", TOKEN).token("WITHCODE").optional(),
+                arg("withstats", TOKEN).token("WITHSTATS").optional(),
             ],
         },
         Spec {
@@ -234,12 +236,15 @@ fn specs() -> Vec<Spec> {
             func: cmd_dump,
             flags: "deny-script",
             acl: "slow scripting",
-            arity: 1,
-            summary: "Dumps all libraries into a serialized binary payload.",
+            arity: -1,
+            summary: "Dumps all libraries (or the named ones) into a serialized binary payload.",
             complexity: "O(N) where N is the number of functions",
             tips: None,
             key_spec: None,
-            args: vec![],
+            args: vec![
+                arg("version", INTEGER).token("VERSION").optional(),
+                arg("library", STRING).token("LIBRARY").optional().multiple(),
+            ],
         },
         Spec {
             name: "rfunc.restore",
@@ -258,6 +263,7 @@ fn specs() -> Vec<Spec> {
                     arg("append", TOKEN).token("APPEND"),
                     arg("replace", TOKEN).token("REPLACE"),
                 ]),
+                arg("dryrun", TOKEN).token("DRYRUN").optional(),
             ],
         },
         Spec {
@@ -265,12 +271,12 @@ fn specs() -> Vec<Spec> {
             func: cmd_stats,
             flags: "deny-script allow-busy",
             acl: "slow scripting",
-            arity: 1,
-            summary: "Returns information about a function during execution.",
+            arity: -1,
+            summary: "Returns information about a function during execution; RESET zeroes per-function statistics.",
             complexity: "O(1)",
             tips: Some("nondeterministic_output,request_policy:all_shards,response_policy:special"),
             key_spec: None,
-            args: vec![],
+            args: vec![arg("reset", TOKEN).token("RESET").optional()],
         },
         Spec {
             name: "rfunc.kill",
@@ -295,6 +301,18 @@ fn specs() -> Vec<Spec> {
             tips: None,
             key_spec: None,
             args: vec![],
+        },
+        Spec {
+            name: "rfunc.inspect",
+            func: cmd_inspect,
+            flags: "deny-script",
+            acl: "slow scripting",
+            arity: 2,
+            summary: "Shows what a serialized payload holds (version, checksum, libraries) without restoring it.",
+            complexity: "O(N) where N is the number of functions on the payload",
+            tips: None,
+            key_spec: None,
+            args: vec![arg("serialized-value", STRING)],
         },
         Spec {
             name: "rfunc.fcall",

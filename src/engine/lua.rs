@@ -31,10 +31,39 @@ pub struct Registered {
     pub callback: c_int,
     pub description: Option<Vec<u8>>,
     pub flags: FunctionFlags,
+    pub stats: FunctionStats,
+}
+
+/// Per-function call statistics (RFUNC.LIST WITHSTATS, reset by RFUNC.STATS RESET).
+#[derive(Default)]
+pub struct FunctionStats {
+    pub calls: Cell<u64>,
+    pub errors: Cell<u64>,
+    pub total_us: Cell<u64>,
+    pub max_us: Cell<u64>,
+}
+
+impl FunctionStats {
+    pub fn record(&self, micros: u64, failed: bool) {
+        self.calls.set(self.calls.get() + 1);
+        if failed {
+            self.errors.set(self.errors.get() + 1);
+        }
+        self.total_us.set(self.total_us.get() + micros);
+        self.max_us.set(self.max_us.get().max(micros));
+    }
+    pub fn reset(&self) {
+        self.calls.set(0);
+        self.errors.set(0);
+        self.total_us.set(0);
+        self.max_us.set(0);
+    }
 }
 
 /// Allocation accounting for the state (bytes currently allocated by Lua).
 struct Memory {
+    /// The state's registry references (error handler, globals...), kept with the state itself.
+    refs: Cell<Refs>,
     used: Cell<usize>,
     /// Set when an allocation was refused because of `rfunc.max-memory`.
     limit_hit: Cell<bool>,
@@ -43,12 +72,8 @@ struct Memory {
 pub struct LuaEngine {
     l: *mut lua_State,
     mem: Box<Memory>,
-    // Registry references made once at creation.
+    /// Registry reference of the protected-call trampoline.
     trampoline: c_int,
-    error_handler: c_int,
-    proxy_meta: c_int,
-    real_globals: c_int,
-    load_api: c_int,
     calls: u32,
 }
 
@@ -314,6 +339,7 @@ impl LuaEngine {
             rfunc_lua_sys::HashMode::StockAllBytes
         });
         let mem = Box::new(Memory {
+            refs: Cell::new(Refs::default()),
             used: Cell::new(0),
             limit_hit: Cell::new(false),
         });
@@ -325,10 +351,6 @@ impl LuaEngine {
             l,
             mem,
             trampoline: 0,
-            error_handler: 0,
-            proxy_meta: 0,
-            real_globals: 0,
-            load_api: 0,
             calls: 0,
         };
         unsafe {
@@ -349,11 +371,12 @@ impl LuaEngine {
         engine
             .run(Job::Init(&mut out))
             .map_err(|e| String::from_utf8_lossy(&e).into_owned())?;
-        engine.error_handler = out.error_handler;
-        engine.proxy_meta = out.proxy_meta;
-        engine.real_globals = out.real_globals;
-        engine.load_api = out.load_api;
-        engine.activate();
+        engine.mem.refs.set(Refs {
+            proxy_meta: out.proxy_meta,
+            real_globals: out.real_globals,
+            load_api: out.load_api,
+            error_handler: out.error_handler,
+        });
         Ok(engine)
     }
 
@@ -676,7 +699,7 @@ unsafe fn make_readonly_deep(l: *mut lua_State, idx: c_int) {
 
 unsafe fn swap_globals_index(l: *mut lua_State, to_ref: c_int) {
     // proxy_meta.__index = registry[to_ref]; the metatable is writable (only the proxy is read-only).
-    let engine_refs = ENGINE_REFS.with(|r| r.get());
+    let engine_refs = memory_of(l).refs.get();
     ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, engine_refs.proxy_meta as _);
     ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, to_ref as _);
     ffi::lua_setfield(l, -2, c"__index".as_ptr());
@@ -691,26 +714,8 @@ struct Refs {
     error_handler: c_int,
 }
 
-thread_local! {
-    static ENGINE_REFS: Cell<Refs> = const { Cell::new(Refs { proxy_meta: 0, real_globals: 0, load_api: 0, error_handler: 0 }) };
-}
-
-impl LuaEngine {
-    /// Makes this engine's registry references current for the C functions (one engine is active at a time).
-    pub fn activate(&self) {
-        ENGINE_REFS.with(|r| {
-            r.set(Refs {
-                proxy_meta: self.proxy_meta,
-                real_globals: self.real_globals,
-                load_api: self.load_api,
-                error_handler: self.error_handler,
-            })
-        });
-    }
-}
-
 unsafe fn load_body(l: *mut lua_State, body: &[u8]) -> Result<(), Vec<u8>> {
-    let refs = ENGINE_REFS.with(|r| r.get());
+    let refs = memory_of(l).refs.get();
     if ffi::luaL_loadbuffer(
         l,
         body.as_ptr() as *const c_char,
@@ -789,6 +794,7 @@ unsafe fn register_function_inner(l: *mut lua_State) -> Result<c_int, ()> {
                 callback: callback.expect("callback referenced"),
                 description,
                 flags,
+                stats: FunctionStats::default(),
             });
             Ok(0)
         }
@@ -1037,7 +1043,7 @@ unsafe fn call_function(
     args: &[&[u8]],
     out: &mut CallOut,
 ) {
-    let refs = ENGINE_REFS.with(|r| r.get());
+    let refs = memory_of(l).refs.get();
     ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.error_handler as _);
     let errh = ffi::lua_gettop(l);
     ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, callback as _);

@@ -55,6 +55,9 @@ pub struct Server {
     pub dir: PathBuf,
     extra_args: Vec<String>,
     with_module: bool,
+    binary: Option<PathBuf>,
+    config: Option<PathBuf>,
+    module_args: Vec<String>,
 }
 
 /// Builder for an owned server.
@@ -62,6 +65,9 @@ pub struct ServerBuilder {
     args: Vec<String>,
     with_module: bool,
     dir: Option<PathBuf>,
+    binary: Option<PathBuf>,
+    config: Option<String>,
+    module_args: Vec<String>,
 }
 
 impl ServerBuilder {
@@ -79,23 +85,33 @@ impl ServerBuilder {
         self.dir = Some(dir.to_path_buf());
         self
     }
+    /// Another server binary (e.g. Redis 7.0 for payload cross-checks; use `without_module`).
+    pub fn binary(mut self, path: &Path) -> Self {
+        self.binary = Some(path.to_path_buf());
+        self
+    }
+    /// Starts the server with a config file holding `text` (written to `<dir>/server.conf`).
+    pub fn config_file(mut self, text: &str) -> Self {
+        self.config = Some(text.to_string());
+        self
+    }
+    /// Arguments after the module path on the `--loadmodule` line.
+    pub fn module_arg(mut self, a: &str) -> Self {
+        self.module_args.push(a.to_string());
+        self
+    }
     /// Starts the server; panics with the server's log if it does not come up.
     pub fn start(self) -> Server {
-        let dir = self.dir.unwrap_or_else(new_temp_dir);
-        let mut s = Server {
-            host: "127.0.0.1".into(),
-            port: 0,
-            child: None,
-            dir,
-            extra_args: self.args,
-            with_module: self.with_module,
-        };
-        s.spawn().unwrap_or_else(|e| panic!("{e}"));
-        s
+        self.try_start().unwrap_or_else(|e| panic!("{e}"))
     }
     /// Like `start`, but returns the error (with the server's log) instead of panicking.
     pub fn try_start(self) -> Result<Server, String> {
         let dir = self.dir.unwrap_or_else(new_temp_dir);
+        let config = self.config.map(|text| {
+            let path = dir.join("server.conf");
+            std::fs::write(&path, text).expect("write config file");
+            path
+        });
         let mut s = Server {
             host: "127.0.0.1".into(),
             port: 0,
@@ -103,6 +119,9 @@ impl ServerBuilder {
             dir,
             extra_args: self.args,
             with_module: self.with_module,
+            binary: self.binary,
+            config,
+            module_args: self.module_args,
         };
         s.spawn()?;
         Ok(s)
@@ -142,6 +161,9 @@ impl Server {
             args: Vec::new(),
             with_module: true,
             dir: None,
+            binary: None,
+            config: None,
+            module_args: Vec::new(),
         }
     }
 
@@ -156,6 +178,9 @@ impl Server {
                 dir: new_temp_dir(),
                 extra_args: vec![],
                 with_module: true,
+                binary: None,
+                config: None,
+                module_args: vec![],
             };
         }
         Server::builder().start()
@@ -183,7 +208,7 @@ impl Server {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let bin = server_binary();
+        let bin = self.binary.clone().unwrap_or_else(server_binary);
         if !bin.exists() {
             return Err(format!(
                 "valkey-server not found at {} (run `bash scripts/setup.sh`, or set VALKEY_SERVER)",
@@ -205,6 +230,9 @@ impl Server {
                 self.port
             };
             let mut cmd = Command::new(&bin);
+            if let Some(conf) = &self.config {
+                cmd.arg(conf);
+            }
             cmd.arg("--port")
                 .arg(port.to_string())
                 .arg("--bind")
@@ -220,7 +248,7 @@ impl Server {
                 .arg("--enable-debug-command")
                 .arg("yes");
             if self.with_module {
-                cmd.arg("--loadmodule").arg(&module);
+                cmd.arg("--loadmodule").arg(&module).args(&self.module_args);
             }
             cmd.args(&self.extra_args);
             cmd.stdin(Stdio::null())
