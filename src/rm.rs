@@ -206,6 +206,39 @@ pub fn call_argv(
     }
 }
 
+/// RM_Call with a ready NUL-terminated flag string (starting with `v`); the command name goes through a stack
+/// buffer when short, so the call path does not allocate for it.
+pub fn call_argv_raw(
+    ctx: Ctx,
+    cmd: &[u8],
+    fmt: &[u8; 16],
+    args: &[*mut raw::RedisModuleString],
+) -> (CallReply, c_int) {
+    let mut buf = [0u8; 64];
+    let owned;
+    let name: *const c_char = if cmd.contains(&0) {
+        return (CallReply(ptr::null_mut()), libc::ENOENT);
+    } else if cmd.len() < buf.len() {
+        buf[..cmd.len()].copy_from_slice(cmd);
+        buf.as_ptr() as *const c_char
+    } else {
+        owned = CString::new(cmd).expect("no NUL");
+        owned.as_ptr()
+    };
+    unsafe {
+        *libc::__errno_location() = 0;
+        let reply = api!(RedisModule_Call)(
+            ctx,
+            name,
+            fmt.as_ptr() as *const c_char,
+            args.as_ptr(),
+            args.len(),
+        );
+        let errno = *libc::__errno_location();
+        (CallReply(reply), errno)
+    }
+}
+
 /// Calls a command with string arguments and no special flags (used for CONFIG GET / INFO / COMMAND INFO).
 pub fn call_simple(ctx: Ctx, cmd: &str, args: &[&[u8]]) -> CallReply {
     let strs: Vec<_> = args.iter().map(|a| create_string(ctx, a)).collect();

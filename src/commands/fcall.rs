@@ -106,7 +106,9 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
         let mut run = RunCtx {
             ctx,
             function: found.function.name.clone(),
-            argv: argv.iter().map(|a| a.to_vec()).collect(),
+            argv_ptr: argv.as_ptr() as *const &'static [u8],
+            argv_len: argv.len(),
+            has_user: has_user(ctx),
             read_only: read_only_cmd || no_writes,
             allow_oom: flags.contains(FunctionFlags::ALLOW_OOM),
             resp3: false,
@@ -135,5 +137,18 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
     });
     if let Err(e) = r {
         api::reply_error(ctx, e);
+    }
+}
+
+/// Does the calling client have an ACL user? (A module's RM_Call client has none: calls from the function are
+/// then not checked as a user.)
+fn has_user(ctx: Ctx) -> bool {
+    unsafe {
+        let name = api::api!(RedisModule_GetCurrentUserName)(ctx);
+        if name.is_null() {
+            return false;
+        }
+        api::free_string(ctx, name);
+        true
     }
 }

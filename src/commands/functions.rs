@@ -227,7 +227,11 @@ pub fn dump(ctx: Ctx, argv: &[&[u8]]) {
                 i += 1;
             }
         } else {
-            api::reply_error_bytes(ctx, &[b"ERR Unknown argument ".as_slice(), a].concat());
+            // What FUNCTION DUMP answers to any argument.
+            api::reply_error(
+                ctx,
+                "ERR wrong number of arguments for 'rfunc.dump' command",
+            );
             return;
         }
     }
@@ -482,8 +486,9 @@ pub fn stats(ctx: Ctx, argv: &[&[u8]]) {
             api::reply_bulk(ctx, b"name");
             api::reply_bulk(ctx, run.function.as_bytes());
             api::reply_bulk(ctx, b"command");
-            api::reply_array(ctx, run.argv.len() as i64);
-            for a in &run.argv {
+            let argv = run.argv();
+            api::reply_array(ctx, argv.len() as i64);
+            for a in argv {
                 api::reply_bulk(ctx, a);
             }
             api::reply_bulk(ctx, b"duration_ms");

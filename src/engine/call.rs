@@ -49,12 +49,26 @@ pub fn subscribe(ctx: api::Ctx) {
     unsafe { api::api!(RedisModule_SubscribeToServerEvent)(ctx, event, Some(on_module_change)) };
 }
 
+/// Lower-cases `name` into `buf` when it fits (no allocation on the call path), else into `owned`.
+fn lowercase<'a>(name: &[u8], buf: &'a mut [u8; 64], owned: &'a mut Vec<u8>) -> &'a [u8] {
+    if name.len() <= buf.len() {
+        for (d, s) in buf.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
+        &buf[..name.len()]
+    } else {
+        *owned = name.to_ascii_lowercase();
+        owned
+    }
+}
+
 fn command_info(ctx: api::Ctx, name: &[u8]) -> Option<CommandFlags> {
-    let key = name.to_ascii_lowercase();
-    if let Some(hit) = COMMANDS.with(|c| c.borrow().get(&key).copied()) {
+    let (mut buf, mut owned) = ([0u8; 64], Vec::new());
+    let key = lowercase(name, &mut buf, &mut owned);
+    if let Some(hit) = COMMANDS.with(|c| c.borrow().get(key).copied()) {
         return hit;
     }
-    let r = api::call_simple(ctx, "COMMAND", &[b"INFO", &key]);
+    let r = api::call_simple(ctx, "COMMAND", &[b"INFO", key]);
     let mut found = None;
     if !r.0.is_null() && reply::kind(r.0) == reply::ARRAY && reply::len(r.0) == 1 {
         let info = reply::array_elem(r.0, 0);
@@ -76,35 +90,58 @@ fn command_info(ctx: api::Ctx, name: &[u8]) -> Option<CommandFlags> {
         }
     }
     drop(r);
-    COMMANDS.with(|c| c.borrow_mut().insert(key, found));
+    COMMANDS.with(|c| c.borrow_mut().insert(key.to_vec(), found));
     found
 }
 
-/// Flags of `argv` (a container command's flags come from its subcommand).
-pub fn flags_of(ctx: api::Ctx, argv: &[Vec<u8>]) -> Option<CommandFlags> {
-    let top = command_info(ctx, &argv[0])?;
-    if top.container && argv.len() > 1 {
-        let full = [argv[0].as_slice(), b"|", &argv[1]].concat();
-        return command_info(ctx, &full).or(Some(top));
+/// Flags of a command (a container command's flags come from its subcommand, `sub`).
+pub fn flags_of(ctx: api::Ctx, name: &[u8], sub: Option<&[u8]>) -> Option<CommandFlags> {
+    let top = command_info(ctx, name)?;
+    match sub {
+        Some(sub) if top.container => {
+            let full = [name, b"|", sub].concat();
+            command_info(ctx, &full).or(Some(top))
+        }
+        _ => Some(top),
     }
-    Some(top)
 }
 
-/// Reads the arguments of a call from the Lua stack. Err(message) for a bad argument.
-unsafe fn lua_args(l: *mut lua_State) -> Result<Vec<Vec<u8>>, &'static [u8]> {
+/// One argument of a call: a Lua string (borrowed from the stack) or a number formatted the server's way.
+enum Arg<'a> {
+    Borrowed(&'a [u8]),
+    Number(String),
+}
+
+impl Arg<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Arg::Borrowed(b) => b,
+            Arg::Number(s) => s.as_bytes(),
+        }
+    }
+}
+
+/// Argument `i` of the Lua call (valid while the value stays on the stack); None if not a string or number.
+unsafe fn lua_arg<'a>(l: *mut lua_State, i: c_int) -> Option<Arg<'a>> {
+    match ffi::lua_type(l, i) {
+        ffi::LUA_TSTRING => Some(Arg::Borrowed(lua_bytes(l, i).unwrap_or_default())),
+        ffi::LUA_TNUMBER => Some(Arg::Number(lua_number_arg(ffi::lua_tonumber(l, i)))),
+        _ => None,
+    }
+}
+
+/// Checks the argument types of a call: the built-in's errors for none and for a bad one.
+unsafe fn check_args(l: *mut lua_State) -> Result<c_int, &'static [u8]> {
     let argc = ffi::lua_gettop(l);
     if argc == 0 {
         return Err(b"ERR Please specify at least one argument for this call");
     }
-    let mut argv = Vec::with_capacity(argc as usize);
     for i in 1..=argc {
-        match ffi::lua_type(l, i) {
-            ffi::LUA_TSTRING => argv.push(lua_bytes(l, i).unwrap_or_default().to_vec()),
-            ffi::LUA_TNUMBER => argv.push(lua_number_arg(ffi::lua_tonumber(l, i)).into_bytes()),
-            _ => return Err(b"ERR Command arguments must be strings or integers"),
+        if !matches!(ffi::lua_type(l, i), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
+            return Err(b"ERR Command arguments must be strings or integers");
         }
     }
-    Ok(argv)
+    Ok(argc)
 }
 
 /// Normalises an error text from a called command the way the built-in does, mapping the module API's
@@ -151,6 +188,48 @@ unsafe fn push_call_error(l: *mut lua_State, msg: &[u8]) {
     ffi::lua_setfield(l, -2, c"ignore_error_stats_update".as_ptr());
 }
 
+thread_local! {
+    /// Module strings of the arguments being passed to RM_Call, reused from call to call.
+    static ARGV: std::cell::Cell<Vec<*mut raw::RedisModuleString>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The RM_Call flag letters of a call from a function, NUL-terminated, built on the stack.
+fn call_flags(run: &super::RunCtx, out: &mut [u8; 16]) {
+    let mut n = 0;
+    let mut push = |c: u8| {
+        out[n] = c;
+        n += 1;
+    };
+    // argv vector, errors as replies, script mode.
+    push(b'v');
+    push(b'E');
+    push(b'S');
+    if run.has_user {
+        // ACL checks as the calling user.
+        push(b'C');
+    }
+    if !run.allow_oom && !run.wrote {
+        // deny-oom commands are refused under OOM until the function has written.
+        push(b'M');
+    }
+    match run.repl {
+        3 => push(b'!'),
+        1 => {
+            push(b'!');
+            push(b'R');
+        }
+        2 => {
+            push(b'!');
+            push(b'A');
+        }
+        _ => {}
+    }
+    if run.resp3 {
+        push(b'3');
+    }
+    out[n] = 0;
+}
+
 /// `server.call` (raise = true) and `server.pcall` (raise = false).
 pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     let fail = |msg: &[u8]| {
@@ -164,40 +243,32 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     let Some(run) = running() else {
         return fail(b"ERR server.call can only be called inside a script invocation");
     };
-    let argv = match lua_args(l) {
-        Ok(a) => a,
+    let argc = match check_args(l) {
+        Ok(n) => n,
         Err(msg) => return fail(msg),
     };
-    ffi::lua_settop(l, 0);
     let ctx = run.ctx;
-    let flags = flags_of(ctx, &argv);
+    let name = lua_arg(l, 1).expect("checked");
+    let sub = if argc >= 2 { lua_arg(l, 2) } else { None };
+    let flags = flags_of(ctx, name.bytes(), sub.as_ref().map(|s| s.bytes()));
+    drop(sub);
     if run.read_only && flags.is_some_and(|f| f.write || f.may_replicate) {
         return fail(b"ERR Write commands are not allowed from read-only scripts.");
     }
-    let mut fmt = String::from("ES");
-    if has_user(ctx) {
-        fmt.push('C');
+    let mut fmt = [0u8; 16];
+    call_flags(run, &mut fmt);
+    let mut strs = ARGV.with(|a| a.take());
+    for i in 2..=argc {
+        let a = lua_arg(l, i).expect("checked");
+        strs.push(api::create_string(ctx, a.bytes()));
     }
-    if !run.allow_oom && !run.wrote {
-        fmt.push('M');
-    }
-    match run.repl {
-        3 => fmt.push('!'),
-        1 => fmt.push_str("!R"),
-        2 => fmt.push_str("!A"),
-        _ => {}
-    }
-    if run.resp3 {
-        fmt.push('3');
-    }
-    let strs: Vec<_> = argv[1..]
-        .iter()
-        .map(|a| api::create_string(ctx, a))
-        .collect();
-    let (r, errno) = api::call_argv(ctx, &argv[0], &fmt, &strs);
-    for s in strs {
+    let is_select = name.bytes().eq_ignore_ascii_case(b"select");
+    let (r, errno) = api::call_argv_raw(ctx, name.bytes(), &fmt, &strs);
+    drop(name);
+    for s in strs.drain(..) {
         api::free_string(ctx, s);
     }
+    ARGV.with(|a| a.set(strs));
     if r.0.is_null() {
         let msg = script_error_text(b"ERR Unknown command called from script", errno);
         return fail(&msg);
@@ -210,28 +281,17 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     if flags.is_some_and(|f| f.write) {
         run.wrote = true;
     }
-    if argv[0].eq_ignore_ascii_case(b"select") {
+    if is_select {
         // The server's own scripts keep a SELECT for the rest of the run; RM_Call's client does not.
-        if let Some(db) = std::str::from_utf8(&argv[1])
-            .ok()
-            .and_then(|s| s.parse::<c_int>().ok())
-        {
+        let db =
+            lua_arg(l, 2).and_then(|a| std::str::from_utf8(a.bytes()).ok()?.parse::<c_int>().ok());
+        if let Some(db) = db {
             api::select_db(ctx, db);
         }
     }
+    ffi::lua_settop(l, 0);
     push_reply(l, r.0, run.resp3, 0);
     Ok(1)
-}
-
-fn has_user(ctx: api::Ctx) -> bool {
-    unsafe {
-        let name = api::api!(RedisModule_GetCurrentUserName)(ctx);
-        if name.is_null() {
-            return false;
-        }
-        api::free_string(ctx, name);
-        true
-    }
 }
 
 /// A call reply → Lua value (spec lua.md §4.2).
@@ -324,15 +384,18 @@ pub unsafe fn acl_check_cmd(l: *mut lua_State) -> Result<c_int, ()> {
         );
         return Err(());
     };
-    let argv = match lua_args(l) {
-        Ok(a) => a,
+    let argc = match check_args(l) {
+        Ok(n) => n,
         Err(msg) => {
             push_error_table(l, msg);
             return Err(());
         }
     };
+    let argv: Vec<Vec<u8>> = (1..=argc)
+        .map(|i| lua_arg(l, i).expect("checked").bytes().to_vec())
+        .collect();
     let ctx = run.ctx;
-    if flags_of(ctx, &argv).is_none() {
+    if flags_of(ctx, &argv[0], argv.get(1).map(|s| s.as_slice())).is_none() {
         push_error_table(l, b"ERR Invalid command passed to server.acl_check_cmd()");
         return Err(());
     }

@@ -224,8 +224,11 @@ pub struct LoadCtx {
 pub struct RunCtx {
     pub ctx: api::Ctx,
     pub function: String,
-    /// The caller's command, for RFUNC.STATS.
-    pub argv: Vec<Vec<u8>>,
+    /// The caller's command, for RFUNC.STATS (see `argv()`).
+    pub argv_ptr: *const &'static [u8],
+    pub argv_len: usize,
+    /// The caller has an ACL user (calls are then checked as that user).
+    pub has_user: bool,
     /// Sent by the primary (or replayed from the AOF): not killable, no load timeout.
     pub from_primary: bool,
     pub read_only: bool,
@@ -237,6 +240,14 @@ pub struct RunCtx {
     pub original_db: c_int,
     pub start: Instant,
     pub busy_reported: bool,
+}
+
+impl RunCtx {
+    /// The caller's command. Valid while the function runs: it points into the command's arguments.
+    pub fn argv(&self) -> &[&[u8]] {
+        // SAFETY: set from the running command's argument slice, which outlives the run.
+        unsafe { std::slice::from_raw_parts(self.argv_ptr, self.argv_len) }
+    }
 }
 
 enum Mode {
