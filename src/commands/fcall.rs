@@ -106,7 +106,7 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
         let mut run = RunCtx {
             ctx,
             function: found.function.name.clone(),
-            argv_ptr: argv.as_ptr(),
+            argv_ptr: argv.as_ptr().cast(),
             argv_len: argv.len(),
             has_user: has_user(ctx),
             read_only: read_only_cmd || no_writes,
