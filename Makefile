@@ -8,7 +8,7 @@ VALKEY_SERVER ?= $(CURDIR)/$(SERVERS)/9.1.2/valkey-server
 MODULE := target/release/librfunc.so
 VERSIONS := 8.0.1 8.1.8 9.1.2
 
-.PHONY: setup build run test test-unit test-integration test-all lint fmt clean
+.PHONY: setup build run test test-unit test-integration test-all lint fmt clean bench
 
 setup:
 	@bash scripts/setup.sh
@@ -47,3 +47,7 @@ fmt:
 
 clean:
 	cargo clean
+
+# RFUNC.FCALL vs the built-in FCALL on one server, as ratios (BENCH_SECONDS, BENCH_ROUNDS tune it).
+bench: build
+	VALKEY_SERVER=$(VALKEY_SERVER) python3 scripts/bench.py

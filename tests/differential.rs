@@ -766,3 +766,71 @@ fn restore_accepts_every_written_payload_version() {
         Value::Error("ERR DUMP payload version or checksum are wrong".into())
     );
 }
+
+/// Function flags at call time under OOM (commands.md §4.2): the built-in's answers, same server.
+#[test]
+fn oom_and_function_flags_match_the_builtin() {
+    let Some(b) = Server::owned("oom_flags") else {
+        return;
+    };
+    let server = b.start();
+    let mut t = Twin::new(server.conn());
+    t.load("#!lua name=oomlib\nserver.register_function('w', function() return 1 end)\nserver.register_function{function_name='ro', callback=function(k) return server.call('get', k[1]) end, flags={'no-writes'}}\nserver.register_function{function_name='ao', callback=function(k) return server.call('set', k[1], 'x') end, flags={'allow-oom'}}\nserver.register_function('setter', function(k) return server.call('set', k[1], 'y') end)");
+    t.cmd(&["SET", "big", &"x".repeat(100_000)]);
+    assert_eq!(
+        t.cmd(&["CONFIG", "SET", "maxmemory", "1"]),
+        Value::Simple("OK".into())
+    );
+    for args in [
+        vec!["FCALL", "w", "0"],
+        vec!["FCALL", "w", "x"],
+        vec!["FCALL", "w", "-1"],
+        vec!["FCALL_RO", "w", "x"],
+        vec!["FCALL", "ro", "1", "big"],
+        vec!["FCALL_RO", "ro", "1", "big"],
+        vec!["FCALL", "ao", "1", "k1"],
+        vec!["FCALL", "setter", "1", "k2"],
+        vec![
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=x2\nserver.register_function('x2', function() end)",
+        ],
+        vec!["FUNCTION", "DELETE", "nosuch"],
+    ] {
+        t.check(&args);
+    }
+    t.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    t.assert_clean();
+}
+
+/// A stale replica (primary unreachable, replica-serve-stale-data no): MASTERDOWN unless `allow-stale`, and
+/// inside an allow-stale function every data command fails (commands.md §4.2).
+#[test]
+fn stale_replica_and_allow_stale_match_the_builtin() {
+    let Some(b) = Server::owned("stale_replica") else {
+        return;
+    };
+    let server = b.start();
+    let mut t = Twin::new(server.conn());
+    t.load("#!lua name=stalelib\nserver.register_function{function_name='plain', callback=function() return 1 end, flags={'no-writes'}}\nserver.register_function{function_name='stale', callback=function() return server.call('ping') end, flags={'no-writes', 'allow-stale'}}\nserver.register_function{function_name='stalepure', callback=function() return 7 end, flags={'no-writes', 'allow-stale'}}\nserver.register_function('writer', function() return 1 end)");
+    // A primary that does not exist: the link stays down.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    t.cmd(&["CONFIG", "SET", "replica-serve-stale-data", "no"]);
+    t.cmd(&["REPLICAOF", "127.0.0.1", &dead.to_string()]);
+    for args in [
+        vec!["FCALL", "plain", "0"],
+        vec!["FCALL", "stale", "0"],
+        vec!["FCALL", "stalepure", "0"],
+        vec!["FCALL_RO", "stalepure", "0"],
+        vec!["FCALL", "writer", "0"],
+        vec!["FCALL_RO", "writer", "0"],
+    ] {
+        t.check(&args);
+    }
+    t.cmd(&["REPLICAOF", "NO", "ONE"]);
+    t.assert_clean();
+}
