@@ -110,7 +110,8 @@ fn load_registry(io: *mut raw::RedisModuleIO, encver: c_int) -> Result<(), Strin
             ctx,
             decoded.libraries,
             None,
-            RestorePolicy::Flush,
+            // The registry is empty here unless the load runs without a flush (DEBUG RELOAD NOFLUSH): merge.
+            RestorePolicy::Replace,
             false,
         )
     })
@@ -125,25 +126,66 @@ fn load_registry(io: *mut raw::RedisModuleIO, encver: c_int) -> Result<(), Strin
     Ok(())
 }
 
-/// A dataset is about to be loaded (startup, DEBUG RELOAD, full sync): forget the registry, so the loaded one
-/// replaces it instead of merging, and an empty saved registry (no aux record) leaves it empty.
+thread_local! {
+    /// When the whole dataset was last emptied outside a load (FLUSHALL, or emptyData right before a load).
+    static LAST_FULL_FLUSH: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    /// A dataset load is in progress.
+    static LOADING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn clear_registry(ctx: Ctx) {
+    let _ = std::panic::catch_unwind(|| {
+        if runtime::with(|rt| rt.registry.clear(Some(&mut rt.engine))).is_err() {
+            api::log(ctx, "warning", b"cannot reset the registry before loading");
+        }
+    });
+}
+
+/// The registry is emptied together with the dataset when the server flushes it to load another one (full
+/// sync, DEBUG RELOAD: the built-in's functions go with it), so the loaded registry replaces it and an empty
+/// saved registry (no aux record) leaves it empty. It survives FLUSHALL, like the built-in's functions. Servers
+/// differ in the order: 9.x flushes inside the load ("Flushing old data"), 8.x right before it.
+unsafe extern "C" fn on_flush(
+    ctx: *mut raw::RedisModuleCtx,
+    _eid: raw::RedisModuleEvent,
+    sub: u64,
+    data: *mut c_void,
+) {
+    if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_END || data.is_null() {
+        return;
+    }
+    let info = &*(data as *const raw::RedisModuleFlushInfo);
+    if info.dbnum != -1 {
+        return;
+    }
+    if LOADING.with(|l| l.get()) {
+        clear_registry(ctx);
+    } else {
+        LAST_FULL_FLUSH.with(|c| c.set(Some(std::time::Instant::now())));
+    }
+}
+
+/// A dataset is about to be loaded: if the server emptied the dataset right before, empty the registry too.
+/// Without a flush (DEBUG RELOAD NOFLUSH) the loaded libraries are merged in, same-name libraries replaced.
 unsafe extern "C" fn on_loading(
     ctx: *mut raw::RedisModuleCtx,
     _eid: raw::RedisModuleEvent,
     sub: u64,
     _data: *mut c_void,
 ) {
-    if matches!(
-        sub,
+    match sub {
         raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
-            | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
-            | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START
-    ) {
-        let _ = std::panic::catch_unwind(|| {
-            if runtime::with(|rt| rt.registry.clear(Some(&mut rt.engine))).is_err() {
-                api::log(ctx, "warning", b"cannot reset the registry before loading");
+        | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
+        | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START => {
+            LOADING.with(|l| l.set(true));
+            let flushed_just_before = LAST_FULL_FLUSH
+                .with(|c| c.take())
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1));
+            if flushed_just_before {
+                clear_registry(ctx);
             }
-        });
+        }
+        _ => LOADING.with(|l| l.set(false)),
     }
 }
 
@@ -220,7 +262,12 @@ pub fn subscribe(ctx: Ctx) {
         id: raw::REDISMODULE_EVENT_FORK_CHILD,
         dataver: 1,
     };
+    let flush = raw::RedisModuleEvent {
+        id: raw::REDISMODULE_EVENT_FLUSHDB,
+        dataver: 1,
+    };
     unsafe {
+        api::api!(RedisModule_SubscribeToServerEvent)(ctx, flush, Some(on_flush));
         api::api!(RedisModule_SubscribeToServerEvent)(ctx, loading, Some(on_loading));
         api::api!(RedisModule_SubscribeToServerEvent)(ctx, fork, Some(on_fork_child));
     }

@@ -117,6 +117,16 @@ fn debug_reload_keeps_and_nosave_replaces_the_registry() {
         Value::Simple("OK".into())
     );
     assert_eq!(names(&mut c), vec!["one"]);
+    // NOFLUSH keeps what is in memory and merges the file into it (valkey's functions.tcl "debug reload with
+    // nosave and noflush").
+    load(&mut c, &lib("kept", "fk", 5));
+    assert_eq!(
+        c.cmd(&["DEBUG", "RELOAD", "NOSAVE", "NOFLUSH", "MERGE"]),
+        Value::Simple("OK".into())
+    );
+    assert_eq!(names(&mut c), vec!["kept", "one"]);
+    assert_eq!(c.cmd(&["RFUNC.FCALL", "fk", "0"]), Value::Int(5));
+    c.cmd(&["RFUNC.DELETE", "kept"]);
     // An RDB saved with an empty registry empties the registry on reload.
     c.cmd(&["RFUNC.FLUSH"]);
     assert_eq!(c.cmd(&["DEBUG", "RELOAD"]), Value::Simple("OK".into()));
