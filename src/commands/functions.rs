@@ -506,9 +506,37 @@ pub fn stats(ctx: Ctx, argv: &[&[u8]]) {
     api::reply_int(ctx, fns as i64);
 }
 
+/// What is the server busy with, when no rfunc function runs? The built-in's FUNCTION STATS tells: it answers
+/// BUSY while an EVAL script runs, and names a running built-in function.
+fn builtin_busy(ctx: Ctx) -> Option<&'static str> {
+    let r = crate::rm::call_simple(ctx, "FUNCTION", &[b"STATS"]);
+    if r.0.is_null() {
+        return None;
+    }
+    use crate::rm::reply;
+    match reply::kind(r.0) {
+        reply::ERROR if reply::bytes(r.0).starts_with(b"BUSY") => {
+            Some("BUSY Valkey is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.")
+        }
+        reply::ARRAY | reply::MAP if reply::len(r.0) >= 1 => {
+            let running = if reply::kind(r.0) == reply::MAP {
+                reply::map_elem(r.0, 0).1
+            } else {
+                reply::array_elem(r.0, 1)
+            };
+            (reply::kind(running) != reply::NULL)
+                .then_some("BUSY Valkey is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.")
+        }
+        _ => None,
+    }
+}
+
 pub fn kill(ctx: Ctx, _argv: &[&[u8]]) {
     match lua::running() {
-        None => api::reply_error(ctx, "NOTBUSY No scripts in execution right now."),
+        None => match builtin_busy(ctx) {
+            Some(busy) => api::reply_error(ctx, busy),
+            None => api::reply_error(ctx, "NOTBUSY No scripts in execution right now."),
+        },
         Some(run) if run.from_primary => api::reply_error(
             ctx,
             "UNKILLABLE The busy script was sent by a master instance in the context of replication and cannot be killed.",

@@ -3,6 +3,7 @@
 
 mod fcall;
 mod functions;
+mod killfilter;
 
 use std::ffi::{c_char, c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -73,6 +74,11 @@ entry!(cmd_stats, "rfunc.stats", functions::stats);
 entry!(cmd_kill, "rfunc.kill", functions::kill);
 entry!(cmd_help, "rfunc.help", functions::help);
 entry!(cmd_inspect, "rfunc.inspect", functions::inspect);
+entry!(
+    cmd_script_kill,
+    "rfunc.script-kill",
+    killfilter::script_kill
+);
 entry!(cmd_fcall, "rfunc.fcall", fcall::fcall);
 entry!(cmd_fcall_ro, "rfunc.fcall_ro", fcall::fcall_ro);
 #[cfg(feature = "test-hooks")]
@@ -315,6 +321,18 @@ fn specs() -> Vec<Spec> {
             args: vec![arg("serialized-value", STRING)],
         },
         Spec {
+            name: "rfunc.script-kill",
+            func: cmd_script_kill,
+            flags: "deny-script allow-busy",
+            acl: "slow scripting",
+            arity: 1,
+            summary: "Internal: what SCRIPT KILL answers while an rfunc function runs (the module rewrites it).",
+            complexity: "O(1)",
+            tips: None,
+            key_spec: None,
+            args: vec![],
+        },
+        Spec {
             name: "rfunc.fcall",
             func: cmd_fcall,
             flags: "may-replicate deny-script no-monitor allow-stale no-mandatory-keys",
@@ -404,8 +422,9 @@ fn build_args(
     p
 }
 
-/// Registers every RFUNC command with its metadata. Called from the module's init.
+/// Registers every RFUNC command with its metadata, and the KILL filter. Called from the module's init.
 pub fn register(ctx: Ctx) -> Result<(), String> {
+    killfilter::register(ctx);
     for spec in specs() {
         let name = CString::new(spec.name).expect("command name");
         let flags = CString::new(spec.flags).expect("flags");
