@@ -3,3 +3,4 @@
 pub mod fpconv;
 pub mod library;
 pub mod payload;
+pub mod cluster;

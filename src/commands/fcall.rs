@@ -32,7 +32,27 @@ fn parse_numkeys(s: &[u8]) -> Option<i64> {
     t.parse::<i64>().ok()
 }
 
+/// The server asks for the key positions (getkeys-api): the numkeys keys after argv[2].
+fn key_positions(ctx: Ctx, argv: &[&[u8]]) -> bool {
+    unsafe {
+        if api::api!(RedisModule_IsKeysPositionRequest)(ctx) == 0 {
+            return false;
+        }
+        if let Some(n) = argv.get(2).and_then(|a| parse_numkeys(a)) {
+            if n > 0 && (n as usize) <= argv.len() - 3 {
+                for pos in 3..3 + n as usize {
+                    api::api!(RedisModule_KeyAtPos)(ctx, pos as std::ffi::c_int);
+                }
+            }
+        }
+        true
+    }
+}
+
 fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
+    if key_positions(ctx, argv) {
+        return;
+    }
     let r = runtime::with(|rt| {
         let Some(found) = rt.registry.function(argv[1]) else {
             api::reply_error(ctx, "ERR Function not found");
@@ -109,6 +129,9 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
             argv_ptr: argv.as_ptr().cast(),
             argv_len: argv.len(),
             has_user: has_user(ctx),
+            cluster: ctx_flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0,
+            slot: keys.first().map(|k| rfunc_core::cluster::key_hash_slot(k)),
+            allow_cross_slot: flags.contains(FunctionFlags::ALLOW_CROSS_SLOT_KEYS),
             read_only: read_only_cmd || no_writes,
             allow_oom: flags.contains(FunctionFlags::ALLOW_OOM),
             resp3: false,

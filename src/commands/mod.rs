@@ -335,7 +335,7 @@ fn specs() -> Vec<Spec> {
         Spec {
             name: "rfunc.fcall",
             func: cmd_fcall,
-            flags: "may-replicate deny-script no-monitor allow-stale no-mandatory-keys",
+            flags: "may-replicate deny-script no-monitor allow-stale no-mandatory-keys getkeys-api",
             acl: "slow scripting",
             arity: -3,
             summary: "Invokes a function.",
@@ -353,7 +353,7 @@ fn specs() -> Vec<Spec> {
         Spec {
             name: "rfunc.fcall_ro",
             func: cmd_fcall_ro,
-            flags: "readonly deny-script no-monitor allow-stale no-mandatory-keys",
+            flags: "readonly deny-script no-monitor allow-stale no-mandatory-keys getkeys-api",
             acl: "slow scripting",
             arity: -3,
             summary: "Invokes a read-only function.",

@@ -170,6 +170,22 @@ fn script_error_text(msg: &[u8], errno: c_int) -> Vec<u8> {
         libc::ENOENT if msg.starts_with(b"ERR unknown command") => {
             return b"ERR Unknown command called from script".to_vec();
         }
+        _ if msg
+            .windows(35)
+            .any(|w| w == b"Attempted to access a non local key") =>
+        {
+            // 9.x scripts run through the module API and pass its text on; 8.x scripts have their own.
+            if host::get().at_least(9, 0) {
+                return b"ERR Attempted to access a non local key in a cluster node".to_vec();
+            }
+            return b"ERR Script attempted to access a non local key in a cluster node".to_vec();
+        }
+        libc::ENETDOWN => {
+            return b"ERR Script attempted to execute a command while the cluster is down".to_vec();
+        }
+        libc::EROFS => {
+            return b"ERR Script attempted to execute a write command while the cluster is down and readonly".to_vec();
+        }
         libc::EACCES if msg.starts_with(b"NOPERM ") => {
             return [b"ERR ACL failure in script: ".as_slice(), &msg[7..]].concat();
         }
@@ -258,17 +274,50 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     let mut fmt = [0u8; 16];
     call_flags(run, &mut fmt);
     let mut strs = ARGV.with(|a| a.take());
+    // strs[0] is the command name (needed only to find the keys in cluster mode), the call gets strs[1..].
+    strs.push(if run.cluster {
+        api::create_string(ctx, name.bytes())
+    } else {
+        std::ptr::null_mut()
+    });
     for i in 2..=argc {
         let a = lua_arg(l, i).expect("checked");
         strs.push(api::create_string(ctx, a.bytes()));
     }
+    let slot_error = if run.cluster {
+        cluster_slot_check(run, name.bytes(), &mut strs).map(|(ours, ask_server)| {
+            if !ask_server {
+                return ours;
+            }
+            // The server reports a key this node does not serve before any slot rule: ask it with a dry run.
+            let mut dry = fmt;
+            let end = dry.iter().position(|&b| b == 0).unwrap_or(15);
+            dry[end] = b'D';
+            dry[end + 1] = 0;
+            let (r, errno) = api::call_argv_raw(ctx, name.bytes(), &dry, &strs[1..]);
+            if !r.0.is_null() && reply::kind(r.0) == reply::ERROR {
+                script_error_text(reply::bytes(r.0), errno)
+            } else {
+                ours
+            }
+        })
+    } else {
+        None
+    };
     let is_select = name.bytes().eq_ignore_ascii_case(b"select");
-    let (r, errno) = api::call_argv_raw(ctx, name.bytes(), &fmt, &strs);
+    let result = match slot_error {
+        Some(e) => Err(e),
+        None => Ok(api::call_argv_raw(ctx, name.bytes(), &fmt, &strs[1..])),
+    };
     drop(name);
-    for s in strs.drain(..) {
+    for s in strs.drain(..).filter(|s| !s.is_null()) {
         api::free_string(ctx, s);
     }
     ARGV.with(|a| a.set(strs));
+    let (r, errno) = match result {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
     if r.0.is_null() {
         let msg = script_error_text(b"ERR Unknown command called from script", errno);
         return fail(&msg);
@@ -292,6 +341,72 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     ffi::lua_settop(l, 0);
     push_reply(l, r.0, run.resp3, 0);
     Ok(1)
+}
+
+/// Cluster rules for the keys of a call, as the server checks them for its own scripts: one command's keys in
+/// one slot, and (unless the function has `allow-cross-slot-keys`) every key of the run in the slot of the
+/// declared keys or of the first key accessed. `argv` holds the command name then its arguments.
+/// Returns the error, and whether the server must first be asked (with a dry run) for an error it reports
+/// before this one.
+unsafe fn cluster_slot_check(
+    run: &mut super::RunCtx,
+    name: &[u8],
+    argv: &mut [*mut raw::RedisModuleString],
+) -> Option<(Vec<u8>, bool)> {
+    let mut num: c_int = 0;
+    let positions = api::api!(RedisModule_GetCommandKeysWithFlags)(
+        run.ctx,
+        argv.as_mut_ptr(),
+        argv.len() as c_int,
+        &mut num,
+        std::ptr::null_mut(),
+    );
+    if positions.is_null() {
+        return None;
+    }
+    let mut slot: Option<u16> = None;
+    let mut cross = false;
+    for i in 0..num as usize {
+        let pos = *positions.add(i) as usize;
+        if let Some(&key) = argv.get(pos) {
+            let s = rfunc_core::cluster::key_hash_slot(api::string_bytes(key));
+            match slot {
+                None => slot = Some(s),
+                Some(prev) if prev != s => cross = true,
+                _ => {}
+            }
+        }
+    }
+    api::api!(RedisModule_Free)(positions as *mut std::ffi::c_void);
+    if cross {
+        // 9.x scripts run through the module API, which reports any key it cannot serve as non-local.
+        if host::get().at_least(9, 0) {
+            return Some((
+                b"ERR Attempted to access a non local key in a cluster node".to_vec(),
+                false,
+            ));
+        }
+        return Some((
+            [
+                b"ERR Command '".as_slice(),
+                &name.to_ascii_lowercase(),
+                b"' in script attempted to access keys that don't hash to the same slot",
+            ]
+            .concat(),
+            false,
+        ));
+    }
+    match (slot, run.slot, run.allow_cross_slot) {
+        (Some(s), None, false) => run.slot = Some(s),
+        (Some(s), Some(current), false) if s != current => {
+            return Some((
+                b"ERR Script attempted to access keys that do not hash to the same slot".to_vec(),
+                true,
+            ));
+        }
+        _ => {}
+    }
+    None
 }
 
 /// A call reply → Lua value (spec lua.md §4.2).

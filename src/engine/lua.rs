@@ -229,6 +229,11 @@ pub struct RunCtx {
     pub argv_len: usize,
     /// The caller has an ACL user (calls are then checked as that user).
     pub has_user: bool,
+    /// Cluster mode: the slot the run's keys belong to (the declared keys', else the first key accessed), and
+    /// whether the function may leave it (`allow-cross-slot-keys`).
+    pub cluster: bool,
+    pub slot: Option<u16>,
+    pub allow_cross_slot: bool,
     /// Sent by the primary (or replayed from the AOF): not killable, no load timeout.
     pub from_primary: bool,
     pub read_only: bool,

@@ -35,6 +35,8 @@ enum Fail {
     Stack(&'static CStr),
     /// An error Lua raises from `lua_settable` itself (no position prefix): `table index is nil` / `NaN`.
     Raw(&'static CStr),
+    /// The allocator refused `usize` bytes for the pack buffer (rfunc's memory cap): a Lua memory error.
+    NoMemory(usize),
 }
 
 const TOO_MANY_VALUES: &CStr =
@@ -49,6 +51,13 @@ unsafe fn raise(l: *mut lua_State, fail: Fail) -> c_int {
         Fail::Raw(msg) => {
             ffi::lua_pushstring(l, msg.as_ptr());
             ffi::lua_error(l)
+        }
+        Fail::NoMemory(size) => {
+            // Asking Lua for the same block raises its own "not enough memory" error (LUA_ERRMEM), the way any
+            // other allocation over the cap fails.
+            ffi::lua_newuserdata(l, size);
+            ffi::lua_pop(l, 1);
+            ffi::luaL_error(l, c"not enough memory".as_ptr())
         }
     }
 }
@@ -91,75 +100,148 @@ fn is_int_equivalent(d: f64, bits: u32) -> bool {
 // ----------------------------------------------------------------------------------------------------------
 // Encoding
 
-fn encode_bytes(buf: &mut Vec<u8>, s: &[u8]) {
-    let len = s.len();
-    if len < 32 {
-        buf.push(0xa0 | len as u8);
-    } else if len <= 0xff {
-        buf.extend_from_slice(&[0xd9, len as u8]);
-    } else if len <= 0xffff {
-        buf.push(0xda);
-        buf.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        buf.push(0xdb);
-        buf.extend_from_slice(&(len as u32).to_be_bytes());
-    }
-    buf.extend_from_slice(s);
+/// The pack buffer (the C's `mp_buf`): memory from the state's allocator, so it counts against rfunc's memory cap,
+/// owned by a userdata (an upvalue of `pack`) so that nothing leaks when a Lua error interrupts a pack.
+#[repr(C)]
+struct Buf {
+    ptr: *mut u8,
+    len: usize,
+    cap: usize,
 }
 
-fn encode_double(buf: &mut Vec<u8>, d: f64) {
+/// Buffers up to this size are kept between calls.
+const KEEP: usize = 64 * 1024;
+
+impl Buf {
+    /// Resizes the block to `cap` bytes (0 frees it).
+    unsafe fn resize(&mut self, l: *mut lua_State, cap: usize) -> Result<(), Fail> {
+        let mut ud = std::ptr::null_mut();
+        let alloc = ffi::lua_getallocf(l, &mut ud);
+        let p = alloc(ud, self.ptr.cast(), self.cap, cap) as *mut u8;
+        if p.is_null() && cap != 0 {
+            return Err(Fail::NoMemory(cap));
+        }
+        self.ptr = p;
+        self.cap = cap;
+        self.len = self.len.min(cap);
+        Ok(())
+    }
+
+    /// Appends `s`, doubling the block when it is full (as `mp_buf_append`).
+    unsafe fn extend(&mut self, l: *mut lua_State, s: &[u8]) -> Result<(), Fail> {
+        if self.cap - self.len < s.len() {
+            let need = self
+                .len
+                .checked_add(s.len())
+                .ok_or(Fail::NoMemory(usize::MAX))?;
+            let cap = need.checked_mul(2).ok_or(Fail::NoMemory(usize::MAX))?;
+            self.resize(l, cap)?;
+        }
+        if !s.is_empty() {
+            std::ptr::copy_nonoverlapping(s.as_ptr(), self.ptr.add(self.len), s.len());
+            self.len += s.len();
+        }
+        Ok(())
+    }
+
+    unsafe fn push(&mut self, l: *mut lua_State, b: u8) -> Result<(), Fail> {
+        self.extend(l, &[b])
+    }
+
+    unsafe fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(self.ptr, self.len)
+        }
+    }
+}
+
+/// `__gc` of the buffer's userdata: frees the block when the state is closed.
+unsafe extern "C-unwind" fn buf_gc(l: *mut lua_State) -> c_int {
+    let b = ffi::lua_touserdata(l, 1) as *mut Buf;
+    if !b.is_null() {
+        let _ = (*b).resize(l, 0);
+    }
+    0
+}
+
+/// A small header or scalar encoding: a type byte and up to 8 big-endian bytes.
+struct Head {
+    b: [u8; 9],
+    n: usize,
+}
+
+impl Head {
+    fn new(t: u8, rest: &[u8]) -> Head {
+        let mut b = [0u8; 9];
+        b[0] = t;
+        b[1..1 + rest.len()].copy_from_slice(rest);
+        Head {
+            b,
+            n: 1 + rest.len(),
+        }
+    }
+    fn as_slice(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+}
+
+fn bytes_head(len: usize) -> Head {
+    if len < 32 {
+        Head::new(0xa0 | len as u8, &[])
+    } else if len <= 0xff {
+        Head::new(0xd9, &[len as u8])
+    } else if len <= 0xffff {
+        Head::new(0xda, &(len as u16).to_be_bytes())
+    } else {
+        Head::new(0xdb, &(len as u32).to_be_bytes())
+    }
+}
+
+fn double_enc(d: f64) -> Head {
     let f = d as f32;
     if d == f as f64 {
-        buf.push(0xca);
-        buf.extend_from_slice(&f.to_be_bytes());
+        Head::new(0xca, &f.to_be_bytes())
     } else {
-        buf.push(0xcb);
-        buf.extend_from_slice(&d.to_be_bytes());
+        Head::new(0xcb, &d.to_be_bytes())
     }
 }
 
-fn encode_int(buf: &mut Vec<u8>, n: i64) {
+fn int_enc(n: i64) -> Head {
     if n >= 0 {
         if n <= 127 {
-            buf.push(n as u8);
+            Head::new(n as u8, &[])
         } else if n <= 0xff {
-            buf.extend_from_slice(&[0xcc, n as u8]);
+            Head::new(0xcc, &[n as u8])
         } else if n <= 0xffff {
-            buf.push(0xcd);
-            buf.extend_from_slice(&(n as u16).to_be_bytes());
+            Head::new(0xcd, &(n as u16).to_be_bytes())
         } else if n <= 0xffff_ffff {
-            buf.push(0xce);
-            buf.extend_from_slice(&(n as u32).to_be_bytes());
+            Head::new(0xce, &(n as u32).to_be_bytes())
         } else {
-            buf.push(0xcf);
-            buf.extend_from_slice(&(n as u64).to_be_bytes());
+            Head::new(0xcf, &(n as u64).to_be_bytes())
         }
     } else if n >= -32 {
-        buf.push(n as i8 as u8);
+        Head::new(n as i8 as u8, &[])
     } else if n >= -128 {
-        buf.extend_from_slice(&[0xd0, n as u8]);
+        Head::new(0xd0, &[n as u8])
     } else if n >= -32768 {
-        buf.push(0xd1);
-        buf.extend_from_slice(&(n as u16).to_be_bytes());
+        Head::new(0xd1, &(n as u16).to_be_bytes())
     } else if n >= -2_147_483_648 {
-        buf.push(0xd2);
-        buf.extend_from_slice(&(n as u32).to_be_bytes());
+        Head::new(0xd2, &(n as u32).to_be_bytes())
     } else {
-        buf.push(0xd3);
-        buf.extend_from_slice(&(n as u64).to_be_bytes());
+        Head::new(0xd3, &(n as u64).to_be_bytes())
     }
 }
 
 /// Array (`fix`, 0xdc, 0xdd) or map (`fix`, 0xde, 0xdf) header.
-fn encode_header(buf: &mut Vec<u8>, n: u64, fix: u8, x16: u8, x32: u8) {
+fn container_head(n: u64, fix: u8, x16: u8, x32: u8) -> Head {
     if n <= 15 {
-        buf.push(fix | n as u8);
+        Head::new(fix | n as u8, &[])
     } else if n <= 65535 {
-        buf.push(x16);
-        buf.extend_from_slice(&(n as u16).to_be_bytes());
+        Head::new(x16, &(n as u16).to_be_bytes())
     } else {
-        buf.push(x32);
-        buf.extend_from_slice(&(n as u32).to_be_bytes());
+        Head::new(x32, &(n as u32).to_be_bytes())
     }
 }
 
@@ -191,7 +273,7 @@ unsafe fn table_is_an_array(l: *mut lua_State) -> Result<bool, Fail> {
 }
 
 /// Encodes the value on top of the stack and pops it (`mp_encode_lua_type`).
-unsafe fn encode(l: *mut lua_State, buf: &mut Vec<u8>, level: c_int) -> Result<(), Fail> {
+unsafe fn encode(l: *mut lua_State, buf: &mut Buf, level: c_int) -> Result<(), Fail> {
     let mut t = ffi::lua_type(l, -1);
     if t == ffi::LUA_TTABLE && level == MAX_NESTING {
         t = ffi::LUA_TNIL;
@@ -200,25 +282,30 @@ unsafe fn encode(l: *mut lua_State, buf: &mut Vec<u8>, level: c_int) -> Result<(
         ffi::LUA_TSTRING => {
             let mut len = 0usize;
             let p = ffi::lua_tolstring(l, -1, &mut len);
-            encode_bytes(buf, std::slice::from_raw_parts(p as *const u8, len));
+            buf.extend(l, bytes_head(len).as_slice())?;
+            buf.extend(l, std::slice::from_raw_parts(p as *const u8, len))?;
         }
-        ffi::LUA_TBOOLEAN => buf.push(if ffi::lua_toboolean(l, -1) != 0 {
-            0xc3
-        } else {
-            0xc2
-        }),
+        ffi::LUA_TBOOLEAN => buf.push(
+            l,
+            if ffi::lua_toboolean(l, -1) != 0 {
+                0xc3
+            } else {
+                0xc2
+            },
+        )?,
         ffi::LUA_TNUMBER => {
             let n = ffi::lua_tonumber(l, -1);
-            if is_int_equivalent(n, 64) {
-                encode_int(buf, n as i64);
+            let h = if is_int_equivalent(n, 64) {
+                int_enc(n as i64)
             } else {
-                encode_double(buf, n);
-            }
+                double_enc(n)
+            };
+            buf.extend(l, h.as_slice())?;
         }
         ffi::LUA_TTABLE => {
             if table_is_an_array(l)? {
                 let len = ffi::lua_objlen(l, -1);
-                encode_header(buf, len as u64, 0x90, 0xdc, 0xdd);
+                buf.extend(l, container_head(len as u64, 0x90, 0xdc, 0xdd).as_slice())?;
                 check_stack(l, 1, c"in function mp_encode_lua_table_as_array")?;
                 for j in 1..=len {
                     ffi::lua_pushnumber(l, j as f64);
@@ -233,7 +320,7 @@ unsafe fn encode(l: *mut lua_State, buf: &mut Vec<u8>, level: c_int) -> Result<(
                     ffi::lua_pop(l, 1);
                     len += 1;
                 }
-                encode_header(buf, len, 0x80, 0xde, 0xdf);
+                buf.extend(l, container_head(len, 0x80, 0xde, 0xdf).as_slice())?;
                 ffi::lua_pushnil(l);
                 while ffi::lua_next(l, -2) != 0 {
                     ffi::lua_pushvalue(l, -2);
@@ -242,7 +329,7 @@ unsafe fn encode(l: *mut lua_State, buf: &mut Vec<u8>, level: c_int) -> Result<(
                 }
             }
         }
-        _ => buf.push(0xc0),
+        _ => buf.push(l, 0xc0)?,
     }
     ffi::lua_pop(l, 1);
     Ok(())
@@ -257,17 +344,43 @@ unsafe extern "C-unwind" fn pack(l: *mut lua_State) -> c_int {
     if ffi::lua_checkstack(l, nargs) == 0 {
         return ffi::luaL_argerror(l, 0, c"Too many arguments for MessagePack pack.".as_ptr());
     }
-    run(l, || {
-        let mut buf: Vec<u8> = Vec::new();
+    let buf = ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *mut Buf;
+    if buf.is_null() {
+        return ffi::luaL_error(l, c"rfunc: cmsgpack buffer missing".as_ptr());
+    }
+    let r = catch_unwind(AssertUnwindSafe(|| -> Result<(), Fail> {
+        let buf = &mut *buf;
+        // A previous call may have been interrupted by a Lua error.
+        buf.len = 0;
         for i in 1..=nargs {
             check_stack(l, 1, c"in function mp_check")?;
             ffi::lua_pushvalue(l, i);
-            encode(l, &mut buf, 0)?;
-            ffi::lua_pushlstring(l, buf.as_ptr() as *const c_char, buf.len());
-            buf.clear();
+            encode(l, buf, 0)?;
+            let b = buf.bytes();
+            ffi::lua_pushlstring(l, b.as_ptr() as *const c_char, b.len());
+            buf.len = 0;
         }
-        Ok(0)
-    });
+        if buf.cap > KEEP {
+            buf.resize(l, 0)?;
+        }
+        Ok(())
+    }));
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(fail)) => {
+            let buf = &mut *buf;
+            if buf.cap > KEEP {
+                // Freeing cannot fail.
+                let _ = buf.resize(l, 0);
+            }
+            ffi::lua_settop(l, nargs);
+            raise(l, fail);
+        }
+        Err(payload) => {
+            drop(payload);
+            ffi::luaL_error(l, c"rfunc internal error (panic) in cmsgpack".as_ptr());
+        }
+    }
     ffi::lua_concat(l, nargs);
     1
 }
@@ -557,8 +670,20 @@ unsafe extern "C-unwind" fn unpack_limit(l: *mut lua_State) -> c_int {
 /// `l` must be a valid Lua state, called from a protected context.
 pub unsafe fn open(l: *mut lua_State) {
     ffi::lua_createtable(l, 0, 0);
-    let funcs: [(&CStr, ffi::lua_CFunction); 4] = [
-        (c"pack", pack),
+    // pack: a C closure over its buffer.
+    let b = ffi::lua_newuserdata(l, std::mem::size_of::<Buf>()) as *mut Buf;
+    b.write(Buf {
+        ptr: std::ptr::null_mut(),
+        len: 0,
+        cap: 0,
+    });
+    ffi::lua_createtable(l, 0, 1);
+    ffi::lua_pushcfunction(l, buf_gc);
+    ffi::lua_setfield(l, -2, c"__gc".as_ptr());
+    ffi::lua_setmetatable(l, -2);
+    ffi::lua_pushcclosure(l, pack, 1);
+    ffi::lua_setfield(l, -2, c"pack".as_ptr());
+    let funcs: [(&CStr, ffi::lua_CFunction); 3] = [
         (c"unpack", unpack),
         (c"unpack_one", unpack_one),
         (c"unpack_limit", unpack_limit),

@@ -279,7 +279,7 @@ fn is_int_option(opt: u8) -> bool {
 // pack
 
 /// `putinteger`: the number as a 64-bit two's complement value, `size` bytes of it (zeros beyond 8).
-fn put_integer(out: &mut Vec<u8>, n: f64, little: bool, size: usize) {
+fn put_integer(n: f64, little: bool, size: usize) -> [u8; MAXINTSIZE as usize] {
     let mut value: u64 = if n < 0.0 {
         c_to_i64(n) as u64
     } else {
@@ -297,7 +297,12 @@ fn put_integer(out: &mut Vec<u8>, n: f64, little: bool, size: usize) {
             value >>= 8;
         }
     }
-    out.extend_from_slice(&buff[..size]);
+    buff
+}
+
+/// Appends to a `luaL_Buffer` (Lua's memory, so a memory error leaves nothing behind).
+unsafe fn add(b: *mut ffi::luaL_Buffer, s: &[u8]) {
+    ffi::luaL_addlstring(b, s.as_ptr() as *const c_char, s.len());
 }
 
 unsafe extern "C-unwind" fn pack(l: *mut lua_State) -> c_int {
@@ -305,6 +310,9 @@ unsafe extern "C-unwind" fn pack(l: *mut lua_State) -> c_int {
     let fp = ffi::luaL_checklstring(l, 1, &mut flen);
     // The C pushes a nil "mark" before its buffer: a missing argument right after the last one reads as nil.
     ffi::lua_pushnil(l);
+    let mut buffer = std::mem::MaybeUninit::<ffi::luaL_Buffer>::uninit();
+    let b = buffer.as_mut_ptr();
+    ffi::luaL_buffinit(l, b);
     run(l, || {
         let mut fmt = Fmt {
             s: std::slice::from_raw_parts(fp as *const u8, flen),
@@ -313,36 +321,42 @@ unsafe extern "C-unwind" fn pack(l: *mut lua_State) -> c_int {
         let mut h = Header::new();
         let mut arg: c_int = 2;
         let mut total: usize = 0;
-        let mut out: Vec<u8> = Vec::new();
         while let Some(opt) = fmt.next_opt() {
             let mut size = optsize(opt, &mut fmt)?;
+            // Less than the item's size, itself at most MAXINTSIZE ('c' needs no alignment).
             let toalign = gettoalign(total, &h, opt, size);
             total = total.wrapping_add(toalign);
-            out.resize(out.len() + toalign, 0);
+            add(b, &[0u8; MAXINTSIZE as usize][..toalign]);
             match opt {
                 _ if is_int_option(opt) => {
                     let n = check_number(l, arg)?;
                     arg += 1;
-                    put_integer(&mut out, n, h.little, size);
+                    add(b, &put_integer(n, h.little, size)[..size]);
                 }
-                b'x' => out.push(0),
+                b'x' => add(b, &[0]),
                 b'f' => {
                     let f = check_number(l, arg)? as f32;
                     arg += 1;
-                    out.extend_from_slice(&if h.little {
-                        f.to_le_bytes()
-                    } else {
-                        f.to_be_bytes()
-                    });
+                    add(
+                        b,
+                        &if h.little {
+                            f.to_le_bytes()
+                        } else {
+                            f.to_be_bytes()
+                        },
+                    );
                 }
                 b'd' => {
                     let d = check_number(l, arg)?;
                     arg += 1;
-                    out.extend_from_slice(&if h.little {
-                        d.to_le_bytes()
-                    } else {
-                        d.to_be_bytes()
-                    });
+                    add(
+                        b,
+                        &if h.little {
+                            d.to_le_bytes()
+                        } else {
+                            d.to_be_bytes()
+                        },
+                    );
                 }
                 b'c' | b's' => {
                     let s = check_string(l, arg)?;
@@ -354,9 +368,9 @@ unsafe extern "C-unwind" fn pack(l: *mut lua_State) -> c_int {
                     if s.len() < size {
                         return Err(Fail::arg(arg, b"string too short"));
                     }
-                    out.extend_from_slice(&s[..size]);
+                    add(b, &s[..size]);
                     if opt == b's' {
-                        out.push(0);
+                        add(b, &[0]);
                         size += 1;
                     }
                 }
@@ -364,7 +378,7 @@ unsafe extern "C-unwind" fn pack(l: *mut lua_State) -> c_int {
             }
             total = total.wrapping_add(size);
         }
-        ffi::lua_pushlstring(l, out.as_ptr() as *const c_char, out.len());
+        ffi::luaL_pushresult(b);
         Ok(1)
     })
 }

@@ -1,0 +1,192 @@
+//! rfunc on a real local Valkey Cluster: 3 primaries + 3 replicas on loopback, created with the server's own
+//! cluster commands. Key routing, the cluster rules inside functions (compared with the built-in on the same
+//! node), and cluster-wide libraries (`rfunc.cluster-sync`).
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::{Conn, Server, Twin, Value};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn info_field(c: &mut Conn, section: &str, field: &str) -> String {
+    let info = c.cmd(&["INFO", section]).as_str();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+struct Cluster {
+    nodes: Vec<Server>,
+}
+
+impl Cluster {
+    /// Starts 3 primaries (slots split in three) and one replica each. `extra` goes to every node.
+    fn start(extra: &[(&str, &str)]) -> Cluster {
+        let mut nodes = Vec::new();
+        let mut bus_ports = Vec::new();
+        for _ in 0..6 {
+            // The bus port is given explicitly: port + 10000 may not be free (or may not exist).
+            let bus = free_port();
+            bus_ports.push(bus);
+            let mut b = Server::builder()
+                .arg("cluster-enabled", "yes")
+                .arg("cluster-config-file", "nodes.conf")
+                .arg("cluster-node-timeout", "3000")
+                .arg("cluster-port", &bus.to_string());
+            for (k, v) in extra {
+                b = b.arg(k, v);
+            }
+            nodes.push(b.start());
+        }
+        let ranges = [("0", "5460"), ("5461", "10922"), ("10923", "16383")];
+        for (i, (a, b)) in ranges.iter().enumerate() {
+            let mut c = nodes[i].conn();
+            assert_eq!(
+                c.cmd(&["CLUSTER", "ADDSLOTSRANGE", a, b]),
+                Value::Simple("OK".into())
+            );
+        }
+        let (first_port, first_bus) = (nodes[0].port.to_string(), bus_ports[0].to_string());
+        for n in &nodes[1..] {
+            let r = n
+                .conn()
+                .cmd(&["CLUSTER", "MEET", "127.0.0.1", &first_port, &first_bus]);
+            assert_eq!(r, Value::Simple("OK".into()));
+        }
+        let ids: Vec<String> = nodes
+            .iter()
+            .map(|n| n.conn().cmd(&["CLUSTER", "MYID"]).as_str())
+            .collect();
+        // Every node must know every other before replicas can attach.
+        for n in &nodes {
+            let mut c = n.conn();
+            wait_until("cluster meet", Duration::from_secs(30), || {
+                c.cmd(&["CLUSTER", "NODES"]).as_str().lines().count() == 6
+            });
+        }
+        for i in 0..3 {
+            let mut c = nodes[i + 3].conn();
+            wait_until("replicate", Duration::from_secs(30), || {
+                c.cmd(&["CLUSTER", "REPLICATE", &ids[i]]) == Value::Simple("OK".into())
+            });
+        }
+        for n in &nodes {
+            let mut c = n.conn();
+            wait_until("cluster_state:ok", Duration::from_secs(60), || {
+                info_field(&mut c, "cluster", "cluster_state") == "ok"
+                    || c.cmd(&["CLUSTER", "INFO"])
+                        .as_str()
+                        .contains("cluster_state:ok")
+            });
+        }
+        for i in 3..6 {
+            let mut c = nodes[i].conn();
+            wait_until("replica link up", Duration::from_secs(60), || {
+                info_field(&mut c, "replication", "master_link_status") == "up"
+            });
+        }
+        Cluster { nodes }
+    }
+
+    /// The primary serving `slot`.
+    fn primary_for(&self, slot: u16) -> usize {
+        match slot {
+            0..=5460 => 0,
+            5461..=10922 => 1,
+            _ => 2,
+        }
+    }
+}
+
+fn slot_of(key: &str) -> u16 {
+    // CRC16/XMODEM, as the server: enough for the plain keys used here.
+    let mut crc: u16 = 0;
+    for &b in key.as_bytes() {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc & 16383
+}
+
+const LIB: &str = "#!lua name=clib
+server.register_function('getk', function(k) return server.call('get', k[1]) end)
+server.register_function('setk', function(k, a) return server.call('set', k[1], a[1]) end)
+server.register_function('two', function(k) server.call('get', k[1]) return server.call('get', 'bar') end)
+server.register_function('undeclared', function() server.call('get', 'foo') return server.call('get', 'bar') end)
+server.register_function('msetk', function(k) return server.call('mset', k[1], 'a', 'bar', 'b') end)
+server.register_function{function_name='cross', callback=function(k) server.call('get', k[1]) return server.call('get', 'foo{x}') end, flags={'allow-cross-slot-keys'}}
+server.register_function{function_name='nocluster', callback=function() return 1 end, flags={'no-cluster'}}
+server.register_function('nokeys', function() return 'here' end)";
+
+#[test]
+fn cluster_routing_and_function_rules_match_the_builtin() {
+    if common::external_url().is_some() {
+        eprintln!("SKIP cluster tests: they start their own cluster");
+        return;
+    }
+    let cluster = Cluster::start(&[]);
+    // Load everywhere (plain mode: the user loads on every primary, like the built-in).
+    for n in &cluster.nodes[..3] {
+        let mut t = Twin::new(n.conn());
+        t.load(LIB);
+    }
+    // A node and keys it serves: find a key "k<i>" in the same slot range as 'foo{x}' (foo{x} hashes like x).
+    let home = cluster.primary_for(slot_of("x"));
+    let local_key = (0..10_000)
+        .map(|i| format!("k{i}"))
+        .find(|k| cluster.primary_for(slot_of(k)) == home && slot_of(k) != slot_of("x"))
+        .unwrap();
+    let foreign_key = (0..10_000)
+        .map(|i| format!("k{i}"))
+        .find(|k| cluster.primary_for(slot_of(k)) != home)
+        .unwrap();
+    let mut t = Twin::new(cluster.nodes[home].conn());
+    for args in [
+        vec!["FCALL", "getk", "1", &local_key],
+        vec!["FCALL", "getk", "1", &foreign_key],
+        vec!["FCALL", "getk", "2", &local_key, &foreign_key],
+        vec!["FCALL", "nosuch", "2", &local_key, &foreign_key],
+        vec!["FCALL", "setk", "1", &local_key, "v"],
+        vec!["FCALL", "two", "1", &local_key],
+        vec!["FCALL", "undeclared", "0"],
+        vec!["FCALL", "msetk", "1", &local_key],
+        vec!["FCALL", "cross", "1", &local_key],
+        vec!["FCALL", "nocluster", "0"],
+        vec!["FCALL_RO", "nocluster", "0"],
+        vec!["FCALL", "nokeys", "0"],
+    ] {
+        t.check(&args);
+    }
+    t.assert_clean();
+    // Key specs: the server redirects RFUNC.FCALL like FCALL.
+    let mut c = cluster.nodes[home].conn();
+    let moved = c.cmd(&["RFUNC.FCALL", "getk", "1", &foreign_key]);
+    assert!(
+        matches!(&moved, Value::Error(e) if e.starts_with("MOVED ")),
+        "{moved:?}"
+    );
+}
