@@ -97,8 +97,8 @@ impl Cluster {
                         .contains("cluster_state:ok")
             });
         }
-        for i in 3..6 {
-            let mut c = nodes[i].conn();
+        for n in &nodes[3..6] {
+            let mut c = n.conn();
             wait_until("replica link up", Duration::from_secs(60), || {
                 info_field(&mut c, "replication", "master_link_status") == "up"
             });
