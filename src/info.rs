@@ -48,6 +48,16 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
             .map(|r| r.function.clone())
             .unwrap_or_default();
         field_str(ctx, "running_function", &running);
+        field_str(
+            ctx,
+            "registry_fingerprint",
+            &crate::cluster_sync::fingerprint(),
+        );
+        field_i64(
+            ctx,
+            "registry_stamp",
+            crate::cluster_sync::stamp_counter() as i64,
+        );
     });
 }
 

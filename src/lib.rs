@@ -4,6 +4,7 @@
 //! registered (with their full metadata) by `commands::register`; everything else lives in the modules below.
 
 pub mod alloc;
+mod cluster_sync;
 mod commands;
 mod config;
 mod engine;
@@ -58,6 +59,7 @@ fn init(ctx: &Context, _args: &[ValkeyString]) -> Status {
     info::register(ctx.ctx);
     config::subscribe(ctx.ctx);
     engine::call::subscribe(ctx.ctx);
+    cluster_sync::init(ctx.ctx);
     Status::Ok
 }
 
@@ -74,7 +76,9 @@ valkey_module! {
             ["busy-reply-threshold", &config::BUSY_THRESHOLD, config::BUSY_THRESHOLD_DEFAULT, -1, i64::MAX, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
-        bool: [],
+        bool: [
+            ["cluster-sync", &cluster_sync::ENABLED, false, ConfigurationFlags::DEFAULT, None],
+        ],
         enum: [],
         module_args_as_configuration: true,
     ]

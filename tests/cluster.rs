@@ -190,3 +190,116 @@ fn cluster_routing_and_function_rules_match_the_builtin() {
         "{moved:?}"
     );
 }
+
+fn fingerprint(c: &mut Conn) -> String {
+    info_field(c, "rfunc", "rfunc_registry_fingerprint")
+}
+
+fn libraries(c: &mut Conn) -> Vec<String> {
+    let mut v: Vec<String> = c
+        .cmd(&["RFUNC.LIST"])
+        .as_array()
+        .iter()
+        .map(|l| l.as_array()[1].as_str())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until every running node reports the same fingerprint and holds exactly `expected` libraries.
+fn wait_converged(cluster: &Cluster, running: &[usize], expected: &[&str]) {
+    let expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_until("cluster-wide registry", Duration::from_secs(61), || {
+        if Instant::now() > deadline {
+            for &i in running {
+                let mut c = cluster.nodes[i].conn();
+                eprintln!(
+                    "node {i}: role {} libraries {:?} fingerprint {}",
+                    info_field(&mut c, "replication", "role"),
+                    libraries(&mut c),
+                    fingerprint(&mut c)
+                );
+            }
+        }
+        let mut fps = Vec::new();
+        for &i in running {
+            let mut c = cluster.nodes[i].conn();
+            if libraries(&mut c) != expected {
+                return false;
+            }
+            fps.push(fingerprint(&mut c));
+        }
+        fps.windows(2).all(|w| w[0] == w[1])
+    });
+}
+
+fn code(lib: &str, f: &str, v: &str) -> String {
+    format!("#!lua name={lib}\nserver.register_function('{f}', function() return '{v}' end)")
+}
+
+#[test]
+fn cluster_sync_delivers_every_change_and_nodes_catch_up() {
+    if common::external_url().is_some() {
+        eprintln!("SKIP cluster tests: they start their own cluster");
+        return;
+    }
+    let mut cluster = Cluster::start(&[("rfunc.cluster-sync", "yes")]);
+    let all: Vec<usize> = (0..6).collect();
+    let mut c0 = cluster.nodes[0].conn();
+    let mut c1 = cluster.nodes[1].conn();
+    assert_eq!(
+        c0.cmd(&["RFUNC.LOAD", &code("alpha", "fa", "A")]),
+        Value::Bulk(b"alpha".to_vec())
+    );
+    wait_converged(&cluster, &all, &["alpha"]);
+    assert_eq!(
+        cluster.nodes[2].conn().cmd(&["RFUNC.FCALL", "fa", "0"]),
+        Value::Bulk(b"A".to_vec())
+    );
+    // A delete on another primary.
+    c1.cmd(&["RFUNC.LOAD", &code("beta", "fb", "B")]);
+    wait_converged(&cluster, &all, &["alpha", "beta"]);
+    assert_eq!(
+        cluster.nodes[2].conn().cmd(&["RFUNC.DELETE", "alpha"]),
+        Value::Simple("OK".into())
+    );
+    wait_converged(&cluster, &all, &["beta"]);
+    // Changes to different libraries at the same moment on two nodes both land everywhere.
+    c0.send(&[b"RFUNC.LOAD", code("gamma", "fg", "G").as_bytes()])
+        .unwrap();
+    c1.send(&[b"RFUNC.LOAD", code("delta", "fd", "D").as_bytes()])
+        .unwrap();
+    c0.read_reply().unwrap();
+    c1.read_reply().unwrap();
+    wait_converged(&cluster, &all, &["beta", "delta", "gamma"]);
+    // The same library changed differently at the same moment: every node ends with the same one version.
+    c0.send(&[
+        b"RFUNC.LOAD",
+        b"REPLACE",
+        code("beta", "fb", "B0").as_bytes(),
+    ])
+    .unwrap();
+    c1.send(&[
+        b"RFUNC.LOAD",
+        b"REPLACE",
+        code("beta", "fb", "B1").as_bytes(),
+    ])
+    .unwrap();
+    c0.read_reply().unwrap();
+    c1.read_reply().unwrap();
+    wait_converged(&cluster, &all, &["beta", "delta", "gamma"]);
+    let winner = cluster.nodes[0].conn().cmd(&["RFUNC.FCALL", "fb", "0"]);
+    for n in &cluster.nodes[..3] {
+        assert_eq!(n.conn().cmd(&["RFUNC.FCALL", "fb", "0"]), winner);
+    }
+    // A primary goes away; a change happens meanwhile; it comes back and catches up.
+    cluster.nodes[2].kill9();
+    c0.cmd(&["RFUNC.FLUSH"]);
+    c0.cmd(&["RFUNC.LOAD", &code("omega", "fo", "O")]);
+    wait_converged(&cluster, &[0, 1, 3, 4, 5], &["omega"]);
+    cluster.nodes[2].restart().unwrap();
+    wait_converged(&cluster, &all, &["omega"]);
+    let fp = fingerprint(&mut c0);
+    assert_eq!(fp.len(), 40, "fingerprint {fp:?}");
+}

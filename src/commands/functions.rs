@@ -3,6 +3,7 @@
 use rfunc_core::library::{glob_match, ENGINE_NAME};
 use rfunc_core::payload;
 
+use crate::cluster_sync;
 use crate::engine::{self, lua};
 use crate::host;
 use crate::registry::{compile_payload, RestorePlan, RestorePolicy};
@@ -59,6 +60,7 @@ pub fn load(ctx: Ctx, argv: &[&[u8]]) {
         Ok(Ok(name)) => {
             api::reply_bulk(ctx, name.as_bytes());
             api::replicate_verbatim(ctx);
+            cluster_sync::library_loaded(ctx, code);
         }
         Ok(Err(msg)) => err_bytes(ctx, &msg),
         Err(e) => reply_runtime_error(ctx, e),
@@ -72,6 +74,7 @@ pub fn delete(ctx: Ctx, argv: &[&[u8]]) {
         Ok(Ok(())) => {
             api::reply_ok(ctx);
             api::replicate_verbatim(ctx);
+            cluster_sync::library_deleted(ctx, &name);
         }
         Ok(Err(msg)) => api::reply_error(ctx, &format!("ERR {msg}")),
         Err(e) => reply_runtime_error(ctx, e),
@@ -111,6 +114,7 @@ pub fn flush(ctx: Ctx, argv: &[&[u8]]) {
         Ok(Ok(())) => {
             api::reply_ok(ctx);
             api::replicate_verbatim(ctx);
+            cluster_sync::flushed(ctx);
         }
         Ok(Err(e)) => api::reply_error(ctx, &format!("ERR {e}")),
         Err(e) => reply_runtime_error(ctx, e),
@@ -325,6 +329,7 @@ pub fn restore(ctx: Ctx, argv: &[&[u8]]) {
         Ok(Ok(_)) => {
             api::reply_ok(ctx);
             api::replicate_verbatim(ctx);
+            cluster_sync::restored(ctx, args[0], policy == RestorePolicy::Flush);
         }
         Ok(Err(msg)) => err_bytes(ctx, &msg),
         Err(e) => reply_runtime_error(ctx, e),

@@ -6,13 +6,14 @@
 //! `luaL_error` / `luaL_argerror` so Lua adds the position prefix and names the function exactly as for the C
 //! library (`bad argument #1 to 'encode' (...)`, `'?'` under `pcall(cjson.encode)`).
 //!
-//! Error discipline: a Lua error is a `longjmp`. Every C function runs its body inside `catch_unwind`, with
-//! every Rust value that owns memory either borrowed from the configuration object (the encode buffer and
-//! the decode scratch buffer live there, as the C library keeps its `strbuf`s) or dropped before the body
-//! returns; the body returns a [`Fail`] (plain data, no destructor) and the error is raised only after that.
-//! Lua API calls made inside a body never raise in practice: they are raw (no metamethods, no Lua code runs)
-//! and can only fail on out-of-memory, which the server's allocator turns into an abort anyway; even then
-//! nothing is corrupted (the buffers are owned by the configuration object, not by the unwound frames).
+//! Error discipline: a Lua error is a `longjmp`. Every C function runs its body inside `catch_unwind`; no
+//! frame of a body owns anything with a destructor: the encode buffer and the decode scratch buffer are
+//! [`LuaBuf`]s kept in the configuration object (as the C library keeps its `strbuf`s), allocated with the
+//! state's own allocator so they count toward its memory (and limit). A body returns a [`Fail`] (plain data)
+//! and the error is raised only after `catch_unwind` has returned. The Lua API calls made inside a body are
+//! raw (no metamethods, no Lua code runs) and can only raise a memory error (the embedder's memory limit);
+//! such an error unwinds frames that own nothing, and the buffers stay with the configuration object.
+//! A buffer that cannot grow raises Lua's own memory error (see [`Fail::NoMemory`]).
 //!
 //! This file depends only on `mlua_sys`, `libc` and `std`, so the fuzz crate (`fuzz/`) can include it as is.
 
@@ -32,6 +33,82 @@ const FMT_BUFSIZE: usize = 32;
 /// Decode scratch buffers above this capacity are released after each decode (the C library frees its
 /// temporary buffer every time; small ones are kept to save allocations).
 const KEEP_TMP: usize = 64 * 1024;
+
+/// Encode buffers above this capacity are released after each encode even while `encode_keep_buffer` is on
+/// (the C library keeps any size; a big buffer pinned until FLUSH only costs memory).
+const KEEP_BUF: usize = 1024 * 1024;
+
+// ----------------------------------------------------------------------------------------------------------
+// Buffers in Lua's memory.
+
+/// A byte buffer allocated with the Lua state's allocator: it counts toward the state's memory (and any limit
+/// the embedder puts on it), as the C library's `strbuf`s count toward the process's. Freed explicitly with
+/// the same state (no destructor: it may be alive when a Lua error unwinds).
+struct LuaBuf {
+    ptr: *mut u8,
+    len: usize,
+    cap: usize,
+}
+
+impl LuaBuf {
+    const fn new() -> LuaBuf {
+        LuaBuf {
+            ptr: ptr::null_mut(),
+            len: 0,
+            cap: 0,
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        if self.ptr.is_null() {
+            &[]
+        } else {
+            // SAFETY: `len` bytes from `ptr` are initialised.
+            unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Room for `extra` more bytes.
+    unsafe fn reserve(&mut self, l: *mut lua_State, extra: usize) -> Result<(), Fail> {
+        let need = self
+            .len
+            .checked_add(extra)
+            .ok_or(Fail::NoMemory(usize::MAX))?;
+        if need <= self.cap {
+            return Ok(());
+        }
+        let new_cap = need.max(self.cap.saturating_mul(2)).max(64);
+        let mut ud: *mut c_void = ptr::null_mut();
+        let alloc = ffi::lua_getallocf(l, &mut ud);
+        let p = alloc(ud, self.ptr as *mut c_void, self.cap, new_cap) as *mut u8;
+        if p.is_null() {
+            return Err(Fail::NoMemory(new_cap));
+        }
+        self.ptr = p;
+        self.cap = new_cap;
+        Ok(())
+    }
+
+    unsafe fn put(&mut self, l: *mut lua_State, bytes: &[u8]) -> Result<(), Fail> {
+        self.reserve(l, bytes.len())?;
+        ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.len), bytes.len());
+        self.len += bytes.len();
+        Ok(())
+    }
+
+    unsafe fn free(&mut self, l: *mut lua_State) {
+        if !self.ptr.is_null() {
+            let mut ud: *mut c_void = ptr::null_mut();
+            let alloc = ffi::lua_getallocf(l, &mut ud);
+            alloc(ud, self.ptr as *mut c_void, self.cap, 0);
+        }
+        *self = LuaBuf::new();
+    }
+}
 
 // ----------------------------------------------------------------------------------------------------------
 // Configuration.
@@ -66,9 +143,9 @@ const DEFAULTS: Settings = Settings {
 struct Config {
     s: Settings,
     /// The encode buffer (kept between calls while `encode_keep_buffer` is on, like the C `strbuf`).
-    buf: Vec<u8>,
+    buf: LuaBuf,
     /// Decode scratch space for string tokens.
-    tmp: Vec<u8>,
+    tmp: LuaBuf,
 }
 
 /// The configuration of the running closure (upvalue 1: userdata holding a `*mut Config`).
@@ -85,6 +162,8 @@ unsafe extern "C-unwind" fn destroy_config(l: *mut lua_State) -> c_int {
     if !ud.is_null() && !(*ud).is_null() {
         let cfg = *ud;
         *ud = ptr::null_mut();
+        (*cfg).buf.free(l);
+        (*cfg).tmp.free(l);
         // Dropping plain Rust data cannot panic; guard anyway so nothing unwinds into Lua.
         let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(cfg))));
     }
@@ -102,8 +181,8 @@ unsafe fn create_config(l: *mut lua_State) {
     // No Lua call between the allocation and storing the pointer.
     *ud = Box::into_raw(Box::new(Config {
         s: DEFAULTS,
-        buf: Vec::new(),
-        tmp: Vec::new(),
+        buf: LuaBuf::new(),
+        tmp: LuaBuf::new(),
     }));
 }
 
@@ -149,7 +228,8 @@ enum Fail {
     /// `Found too many nested data structures (<depth>) at character <n>`
     TooDeep(c_int, c_int),
     Utf16,
-    NoMemory,
+    /// A buffer could not grow to this many bytes.
+    NoMemory(usize),
     Bug,
     Panic,
 }
@@ -212,7 +292,11 @@ unsafe fn raise(l: *mut lua_State, f: Fail) -> ! {
         Fail::Utf16 => {
             ffi::luaL_error(l, c"JSON parser does not support UTF-16 or UTF-32".as_ptr());
         }
-        Fail::NoMemory => {
+        Fail::NoMemory(size) => {
+            // Ask Lua for the same block: when the allocator refuses it again, Lua raises its own memory
+            // error (LUA_ERRMEM), exactly as if the buffer had been a Lua object.
+            ffi::lua_newuserdata(l, size);
+            ffi::lua_pop(l, 1);
             ffi::lua_pushstring_(l, c"not enough memory".as_ptr());
         }
         Fail::Bug => {
@@ -365,7 +449,7 @@ unsafe extern "C-unwind" fn cfg_encode_keep_buffer(l: *mut lua_State) -> c_int {
         let r = enum_option(l, 1, &mut cfg.s.encode_keep_buffer, Options::Bool);
         if old != cfg.s.encode_keep_buffer {
             // Init / free the buffer when the setting changes.
-            cfg.buf = Vec::new();
+            cfg.buf.free(l);
         }
         r?;
         Ok(1)
@@ -428,27 +512,25 @@ fn escape(b: u8, out: &mut [u8; 6]) -> Option<usize> {
     }
 }
 
-fn append_escaped(buf: &mut Vec<u8>, s: &[u8]) -> Result<(), Fail> {
-    buf.try_reserve(s.len().checked_add(2).ok_or(Fail::NoMemory)?)
-        .map_err(|_| Fail::NoMemory)?;
-    buf.push(b'"');
+/// Appends `s` as a JSON string.
+unsafe fn append_escaped(l: *mut lua_State, buf: &mut LuaBuf, s: &[u8]) -> Result<(), Fail> {
+    buf.reserve(l, s.len().checked_add(2).ok_or(Fail::NoMemory(usize::MAX))?)?;
+    buf.put(l, b"\"")?;
     let mut esc = [0u8; 6];
     let mut start = 0;
     for (i, &b) in s.iter().enumerate() {
         if let Some(n) = escape(b, &mut esc) {
-            buf.extend_from_slice(&s[start..i]);
-            buf.extend_from_slice(&esc[..n]);
+            buf.put(l, &s[start..i])?;
+            buf.put(l, &esc[..n])?;
             start = i + 1;
         }
     }
-    buf.extend_from_slice(&s[start..]);
-    buf.push(b'"');
-    Ok(())
+    buf.put(l, &s[start..])?;
+    buf.put(l, b"\"")
 }
 
 /// `printf("%.<precision>g", num)`, as the C library formats numbers (the server's locale uses '.').
-fn format_number(buf: &mut Vec<u8>, num: f64, precision: c_int) {
-    let mut out = [0u8; FMT_BUFSIZE];
+fn format_number(num: f64, precision: c_int, out: &mut [u8; FMT_BUFSIZE]) -> usize {
     // SAFETY: the buffer is FMT_BUFSIZE bytes; snprintf writes at most that many, NUL included.
     let n = unsafe {
         libc::snprintf(
@@ -459,17 +541,20 @@ fn format_number(buf: &mut Vec<u8>, num: f64, precision: c_int) {
             num,
         )
     };
-    let n = (n.max(0) as usize).min(FMT_BUFSIZE - 1);
-    buf.extend_from_slice(&out[..n]);
+    (n.max(0) as usize).min(FMT_BUFSIZE - 1)
 }
 
 struct Encoder<'a> {
     l: *mut lua_State,
     s: Settings,
-    buf: &'a mut Vec<u8>,
+    buf: &'a mut LuaBuf,
 }
 
 impl Encoder<'_> {
+    unsafe fn put(&mut self, bytes: &[u8]) -> Result<(), Fail> {
+        self.buf.put(self.l, bytes)
+    }
+
     unsafe fn append_string(&mut self, idx: c_int) -> Result<(), Fail> {
         let mut len = 0usize;
         let p = ffi::lua_tolstring(self.l, idx, &mut len);
@@ -478,7 +563,7 @@ impl Encoder<'_> {
         } else {
             std::slice::from_raw_parts(p as *const u8, len)
         };
-        append_escaped(self.buf, s)
+        append_escaped(self.l, self.buf, s)
     }
 
     unsafe fn append_number(&mut self, idx: c_int) -> Result<(), Fail> {
@@ -493,20 +578,20 @@ impl Encoder<'_> {
                 }
             }
             1 => {
+                // Some platforms print "-nan".
                 if num.is_nan() {
-                    self.buf.extend_from_slice(b"nan");
-                    return Ok(());
+                    return self.put(b"nan");
                 }
             }
             _ => {
                 if num.is_infinite() || num.is_nan() {
-                    self.buf.extend_from_slice(b"null");
-                    return Ok(());
+                    return self.put(b"null");
                 }
             }
         }
-        format_number(self.buf, num, self.s.encode_number_precision);
-        Ok(())
+        let mut out = [0u8; FMT_BUFSIZE];
+        let n = format_number(num, self.s.encode_number_precision, &mut out);
+        self.put(&out[..n])
     }
 
     /// The array length of the table on top of the stack, or -1 for an object (lua_array_length).
@@ -548,47 +633,45 @@ impl Encoder<'_> {
     }
 
     unsafe fn append_array(&mut self, depth: c_int, len: c_int) -> Result<(), Fail> {
-        self.buf.push(b'[');
+        self.put(b"[")?;
         for i in 1..=len as i64 {
             if i > 1 {
-                self.buf.push(b',');
+                self.put(b",")?;
             }
             ffi::lua_rawgeti_(self.l, -1, i as c_int);
             self.append_data(depth)?;
             ffi::lua_pop(self.l, 1);
         }
-        self.buf.push(b']');
-        Ok(())
+        self.put(b"]")
     }
 
     unsafe fn append_object(&mut self, depth: c_int) -> Result<(), Fail> {
         let l = self.l;
-        self.buf.push(b'{');
+        self.put(b"{")?;
         ffi::lua_pushnil(l);
         let mut comma = false;
         while ffi::lua_next(l, -2) != 0 {
             if comma {
-                self.buf.push(b',');
+                self.put(b",")?;
             } else {
                 comma = true;
             }
             match ffi::lua_type(l, -2) {
                 ffi::LUA_TNUMBER => {
-                    self.buf.push(b'"');
+                    self.put(b"\"")?;
                     self.append_number(-2)?;
-                    self.buf.extend_from_slice(b"\":");
+                    self.put(b"\":")?;
                 }
                 ffi::LUA_TSTRING => {
                     self.append_string(-2)?;
-                    self.buf.push(b':');
+                    self.put(b":")?;
                 }
                 ty => return Err(Fail::Serialise(ty, c"table key must be a number or string")),
             }
             self.append_data(depth)?;
             ffi::lua_pop(l, 1);
         }
-        self.buf.push(b'}');
-        Ok(())
+        self.put(b"}")
     }
 
     /// Serialises the value on top of the stack.
@@ -598,13 +681,11 @@ impl Encoder<'_> {
             ffi::LUA_TSTRING => self.append_string(-1),
             ffi::LUA_TNUMBER => self.append_number(-1),
             ffi::LUA_TBOOLEAN => {
-                let t: &[u8] = if ffi::lua_toboolean(l, -1) != 0 {
-                    b"true"
+                if ffi::lua_toboolean(l, -1) != 0 {
+                    self.put(b"true")
                 } else {
-                    b"false"
-                };
-                self.buf.extend_from_slice(t);
-                Ok(())
+                    self.put(b"false")
+                }
             }
             ffi::LUA_TTABLE => {
                 let depth = depth.saturating_add(1);
@@ -619,14 +700,8 @@ impl Encoder<'_> {
                     self.append_object(depth)
                 }
             }
-            ffi::LUA_TNIL => {
-                self.buf.extend_from_slice(b"null");
-                Ok(())
-            }
-            ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, -1).is_null() => {
-                self.buf.extend_from_slice(b"null");
-                Ok(())
-            }
+            ffi::LUA_TNIL => self.put(b"null"),
+            ffi::LUA_TLIGHTUSERDATA if ffi::lua_touserdata(l, -1).is_null() => self.put(b"null"),
             ty => Err(Fail::Serialise(ty, c"type not supported")),
         }
     }
@@ -639,7 +714,6 @@ unsafe extern "C-unwind" fn json_encode(l: *mut lua_State) -> c_int {
             return Err(Fail::Arg(1, c"expected 1 argument"));
         }
         cfg.buf.clear();
-        let keep = cfg.s.encode_keep_buffer != 0;
         let r = Encoder {
             l,
             s: cfg.s,
@@ -647,15 +721,15 @@ unsafe extern "C-unwind" fn json_encode(l: *mut lua_State) -> c_int {
         }
         .append_data(0);
         if r.is_ok() {
-            ffi::lua_pushlstring_(l, cfg.buf.as_ptr() as *const c_char, cfg.buf.len());
+            let out = cfg.buf.as_slice();
+            ffi::lua_pushlstring_(l, out.as_ptr() as *const c_char, out.len());
         }
-        if !keep {
-            cfg.buf = Vec::new();
+        if cfg.s.encode_keep_buffer == 0 || cfg.buf.cap > KEEP_BUF {
+            cfg.buf.free(l);
         }
         r.map(|()| 1)
     })
 }
-
 // ----------------------------------------------------------------------------------------------------------
 // Decoding.
 
@@ -711,25 +785,36 @@ fn hex_digit(b: u8) -> Option<u32> {
     }
 }
 
-fn push_utf8(out: &mut Vec<u8>, cp: u32) {
+/// The UTF-8 encoding of a code point up to 0x10FFFF: bytes and length.
+fn utf8(cp: u32) -> ([u8; 4], usize) {
     if cp <= 0x7f {
-        out.push(cp as u8);
+        ([cp as u8, 0, 0, 0], 1)
     } else if cp <= 0x7ff {
-        out.extend_from_slice(&[((cp >> 6) | 0xc0) as u8, ((cp & 0x3f) | 0x80) as u8]);
+        (
+            [((cp >> 6) | 0xc0) as u8, ((cp & 0x3f) | 0x80) as u8, 0, 0],
+            2,
+        )
     } else if cp <= 0xffff {
-        out.extend_from_slice(&[
-            ((cp >> 12) | 0xe0) as u8,
-            (((cp >> 6) & 0x3f) | 0x80) as u8,
-            ((cp & 0x3f) | 0x80) as u8,
-        ]);
+        (
+            [
+                ((cp >> 12) | 0xe0) as u8,
+                (((cp >> 6) & 0x3f) | 0x80) as u8,
+                ((cp & 0x3f) | 0x80) as u8,
+                0,
+            ],
+            3,
+        )
     } else {
         // At most 0x10FFFF (a decoded surrogate pair).
-        out.extend_from_slice(&[
-            ((cp >> 18) | 0xf0) as u8,
-            (((cp >> 12) & 0x3f) | 0x80) as u8,
-            (((cp >> 6) & 0x3f) | 0x80) as u8,
-            ((cp & 0x3f) | 0x80) as u8,
-        ]);
+        (
+            [
+                ((cp >> 18) | 0xf0) as u8,
+                (((cp >> 12) & 0x3f) | 0x80) as u8,
+                (((cp >> 6) & 0x3f) | 0x80) as u8,
+                ((cp & 0x3f) | 0x80) as u8,
+            ],
+            4,
+        )
     }
 }
 
@@ -738,7 +823,7 @@ struct Parser<'a> {
     /// The input: the bytes of a Lua string, which Lua terminates with a NUL at `data[data.len()]`.
     data: &'a [u8],
     pos: usize,
-    tmp: &'a mut Vec<u8>,
+    tmp: &'a mut LuaBuf,
     depth: c_int,
     max_depth: c_int,
     invalid_numbers: bool,
@@ -765,35 +850,36 @@ impl Parser<'_> {
         Some(v)
     }
 
-    /// At `\u`: appends the UTF-8 of the escape (or surrogate pair) and moves past it.
-    fn unicode_escape(&mut self) -> bool {
+    /// At `\u`: appends the UTF-8 of the escape (or surrogate pair) and moves past it. `Ok(false)`: invalid.
+    unsafe fn unicode_escape(&mut self) -> Result<bool, Fail> {
         let Some(mut cp) = self.decode_hex4(self.pos + 2) else {
-            return false;
+            return Ok(false);
         };
         let mut len = 6;
         if cp & 0xf800 == 0xd800 {
             // A low surrogate first, or a high one not followed by `\u` + low surrogate.
             if cp & 0x400 != 0 {
-                return false;
+                return Ok(false);
             }
             if self.at(self.pos + 6) != b'\\' || self.at(self.pos + 7) != b'u' {
-                return false;
+                return Ok(false);
             }
             let Some(low) = self.decode_hex4(self.pos + 8) else {
-                return false;
+                return Ok(false);
             };
             if low & 0xfc00 != 0xdc00 {
-                return false;
+                return Ok(false);
             }
             cp = (((cp & 0x3ff) << 10) | (low & 0x3ff)) + 0x10000;
             len = 12;
         }
-        push_utf8(self.tmp, cp);
+        let (bytes, n) = utf8(cp);
+        self.tmp.put(self.l, &bytes[..n])?;
         self.pos += len;
-        true
+        Ok(true)
     }
 
-    fn string_token(&mut self) -> Token {
+    unsafe fn string_token(&mut self) -> Result<Token, Fail> {
         let index = self.pos;
         self.pos += 1; // opening quote
         self.tmp.clear();
@@ -803,7 +889,7 @@ impl Parser<'_> {
                 break;
             }
             if ch == 0 {
-                return self.error(c"unexpected end of string");
+                return Ok(self.error(c"unexpected end of string"));
             }
             if ch == b'\\' {
                 let out = match self.at(self.pos + 1) {
@@ -816,14 +902,14 @@ impl Parser<'_> {
                     b'f' => 0x0c,
                     b'r' => b'\r',
                     b'u' => {
-                        if self.unicode_escape() {
+                        if self.unicode_escape()? {
                             continue;
                         }
-                        return self.error(c"invalid unicode escape code");
+                        return Ok(self.error(c"invalid unicode escape code"));
                     }
-                    _ => return self.error(c"invalid escape code"),
+                    _ => return Ok(self.error(c"invalid escape code")),
                 };
-                self.tmp.push(out);
+                self.tmp.put(self.l, &[out])?;
                 self.pos += 2;
                 continue;
             }
@@ -833,14 +919,14 @@ impl Parser<'_> {
             while end < self.data.len() && !matches!(self.data[end], b'"' | b'\\' | 0) {
                 end += 1;
             }
-            self.tmp.extend_from_slice(&self.data[start..end]);
+            self.tmp.put(self.l, &self.data[start..end])?;
             self.pos = end;
         }
         self.pos += 1; // closing quote
-        Token {
+        Ok(Token {
             tok: Tok::Str,
             index,
-        }
+        })
     }
 
     /// Forms strict JSON rejects but strtod accepts: `+`, hex, leading zeros, inf, nan.
@@ -885,7 +971,7 @@ impl Parser<'_> {
         }
     }
 
-    fn next_token(&mut self) -> Token {
+    unsafe fn next_token(&mut self) -> Result<Token, Fail> {
         while matches!(self.at(self.pos), b' ' | b'\t' | b'\n' | b'\r') {
             self.pos += 1;
         }
@@ -895,7 +981,7 @@ impl Parser<'_> {
             Token { tok, index }
         };
         let rest = &self.data[self.pos.min(self.data.len())..];
-        match self.at(self.pos) {
+        let t = match self.at(self.pos) {
             0 => Token {
                 tok: Tok::End,
                 index,
@@ -906,12 +992,13 @@ impl Parser<'_> {
             b']' => single(self, Tok::ArrEnd),
             b',' => single(self, Tok::Comma),
             b':' => single(self, Tok::Colon),
-            b'"' => self.string_token(),
+            b'"' => self.string_token()?,
             b'-' | b'0'..=b'9' => {
                 if !self.invalid_numbers && self.is_invalid_number() {
-                    return self.error(c"invalid number");
+                    self.error(c"invalid number")
+                } else {
+                    self.number_token()
                 }
-                self.number_token()
             }
             b'f' | b'i' | b'I' | b'n' | b'N' | b't' | b'+' => {
                 if rest.starts_with(b"true") {
@@ -939,7 +1026,8 @@ impl Parser<'_> {
                 }
             }
             _ => self.error(c"invalid token"),
-        }
+        };
+        Ok(t)
     }
 
     fn parse_error(exp: &'static CStr, t: Token) -> Fail {
@@ -959,7 +1047,7 @@ impl Parser<'_> {
         // .., table, key, value
         self.descend(3)?;
         ffi::lua_createtable(l, 0, 0);
-        let mut t = self.next_token();
+        let mut t = self.next_token()?;
         if t.tok == Tok::ObjEnd {
             self.depth -= 1;
             return Ok(());
@@ -968,15 +1056,16 @@ impl Parser<'_> {
             if t.tok != Tok::Str {
                 return Err(Self::parse_error(c"object key string", t));
             }
-            ffi::lua_pushlstring_(l, self.tmp.as_ptr() as *const c_char, self.tmp.len());
-            t = self.next_token();
+            let key = self.tmp.as_slice();
+            ffi::lua_pushlstring_(l, key.as_ptr() as *const c_char, key.len());
+            t = self.next_token()?;
             if t.tok != Tok::Colon {
                 return Err(Self::parse_error(c"colon", t));
             }
-            t = self.next_token();
+            t = self.next_token()?;
             self.value(t)?;
             ffi::lua_rawset(l, -3);
-            t = self.next_token();
+            t = self.next_token()?;
             if t.tok == Tok::ObjEnd {
                 self.depth -= 1;
                 return Ok(());
@@ -984,7 +1073,7 @@ impl Parser<'_> {
             if t.tok != Tok::Comma {
                 return Err(Self::parse_error(c"comma or object end", t));
             }
-            t = self.next_token();
+            t = self.next_token()?;
         }
     }
 
@@ -993,7 +1082,7 @@ impl Parser<'_> {
         // .., table, value
         self.descend(2)?;
         ffi::lua_createtable(l, 0, 0);
-        let mut t = self.next_token();
+        let mut t = self.next_token()?;
         if t.tok == Tok::ArrEnd {
             self.depth -= 1;
             return Ok(());
@@ -1003,7 +1092,7 @@ impl Parser<'_> {
             self.value(t)?;
             ffi::lua_rawseti_(l, -2, i);
             i = i.wrapping_add(1);
-            t = self.next_token();
+            t = self.next_token()?;
             if t.tok == Tok::ArrEnd {
                 self.depth -= 1;
                 return Ok(());
@@ -1011,8 +1100,20 @@ impl Parser<'_> {
             if t.tok != Tok::Comma {
                 return Err(Self::parse_error(c"comma or array end", t));
             }
-            t = self.next_token();
+            t = self.next_token()?;
         }
+    }
+
+    /// Pushes the one value of the whole input.
+    unsafe fn document(&mut self) -> Result<(), Fail> {
+        let t = self.next_token()?;
+        self.value(t)?;
+        // Nothing may follow the value.
+        let t = self.next_token()?;
+        if t.tok != Tok::End {
+            return Err(Self::parse_error(c"the end", t));
+        }
+        Ok(())
     }
 
     /// Pushes the value starting with token `t`.
@@ -1020,7 +1121,8 @@ impl Parser<'_> {
         let l = self.l;
         match t.tok {
             Tok::Str => {
-                ffi::lua_pushlstring_(l, self.tmp.as_ptr() as *const c_char, self.tmp.len())
+                let v = self.tmp.as_slice();
+                ffi::lua_pushlstring_(l, v.as_ptr() as *const c_char, v.len())
             }
             Tok::Number(n) => ffi::lua_pushnumber(l, n),
             Tok::Boolean(b) => ffi::lua_pushboolean(l, b as c_int),
@@ -1059,17 +1161,9 @@ unsafe extern "C-unwind" fn json_decode(l: *mut lua_State) -> c_int {
             max_depth: cfg.s.decode_max_depth,
             invalid_numbers: cfg.s.decode_invalid_numbers != 0,
         };
-        let t = parser.next_token();
-        let mut r = parser.value(t);
-        if r.is_ok() {
-            // Nothing may follow the value.
-            let t = parser.next_token();
-            if t.tok != Tok::End {
-                r = Err(Parser::parse_error(c"the end", t));
-            }
-        }
-        if cfg.tmp.capacity() > KEEP_TMP {
-            cfg.tmp = Vec::new();
+        let r = parser.document();
+        if cfg.tmp.cap > KEEP_TMP {
+            cfg.tmp.free(l);
         }
         r.map(|()| 1)
     })
