@@ -476,6 +476,8 @@ impl LuaEngine {
         args: &[&[u8]],
     ) -> CallOut {
         let mut out = CallOut::default();
+        // A refusal that an earlier run caught with pcall must not colour this run's errors.
+        self.mem.limit_hit.set(false);
         let prev = set_mode(ModeRaw::Running(run));
         unsafe { ffi::lua_sethook(self.l, Some(run_hook), ffi::LUA_MASKCOUNT, HOOK_EVERY) };
         let r = self.run(Job::Call {
