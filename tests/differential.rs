@@ -136,6 +136,10 @@ const NOT_ON_8_0: &[&str] = &[
     "getmetatable('').__index = {}",
     "return getfenv",
     "return newproxy",
+    // CVE-2025-46818: 8.0 lets function code change the string metatable and the string library.
+    "rawset(getmetatable(''), '__index', {})",
+    "getmetatable('').__index.upper = function() return 'pwned' end",
+    "local s = getmetatable('').__index s.rep = nil",
 ];
 
 fn skip_on_host(server: &Server, body: &str) -> bool {
@@ -833,4 +837,60 @@ fn stale_replica_and_allow_stale_match_the_builtin() {
     }
     t.cmd(&["REPLICAOF", "NO", "ONE"]);
     t.assert_clean();
+}
+
+/// Sandbox escape attempts (issue: "a battery of escape attempts"): each fails cleanly, exactly like the built-in,
+/// and the server stays up.
+const ESCAPES: &[&str] = &[
+    "local mt = getmetatable(_G) local g = mt.__index g['redis'] = function() return 1 end",
+    "local mt = getmetatable(_G) mt.__index = {}",
+    "setmetatable(getmetatable(_G), {})",
+    "rawset(getmetatable(''), '__index', {})",
+    "getmetatable('').__index.upper = function() return 'pwned' end",
+    "local s = getmetatable('').__index s.rep = nil",
+    "return coroutine.wrap(function() x = 1 end)()",
+    "local co = coroutine.create(function() string.len = nil end) return {coroutine.resume(co)}",
+    "return {pcall(setfenv, 1, {})}",
+    "return {pcall(loadstring, string.dump(function() return 1 end))}",
+    "local parts = {string.dump(function() return 1 end)} local i = 0 return {load(function() i = i + 1 return parts[i] end)}",
+    "return {pcall(load, string.dump(function() return 1 end))}",
+    "local f = loadstring('return _G') return f() == _G",
+    "local f = loadstring('x = 1') return {pcall(f)}",
+    "return {pcall(rawset, _G, 'x', 1)}",
+    "return {pcall(rawset, server, 'call', 1)}",
+    "return {pcall(setmetatable, server, {})}",
+    "return {pcall(table.insert, _G, 1)}",
+    "return {pcall(table.sort, string)}",
+    "return {pcall(next, _G, 'nope')}",
+    "local t = setmetatable({}, {__index = _G}) t.x = 1 return t.x",
+    "local t = setmetatable({}, {__newindex = _G}) t.y = 1",
+    "return {pcall(function() local a = {} a[a] = a return cjson.encode(a) end)}",
+    "return {pcall(string.rep, 'x', -1)}",
+    "return #tostring(function() end) > 0",
+    "return {pcall(collectgarbage, 'stop')}",
+    "return type(gcinfo())",
+    "local ok, e = pcall(error, setmetatable({}, {__tostring = function() return server.call('set', 'pwn', 1) end})) return type(e)",
+];
+
+#[test]
+fn sandbox_escape_attempts_fail_like_the_builtin() {
+    let server = Server::shared();
+    let mut t = Twin::new(server.conn());
+    for (i, body) in ESCAPES.iter().enumerate() {
+        t.load(&lib(500 + i, body));
+    }
+    for mut twin in both_protocols(&server) {
+        twin.reset = vec![b"FLUSHALL".to_vec()];
+        for (i, body) in ESCAPES.iter().enumerate() {
+            if skip_on_host(&server, body)
+                || (server.version() < (8, 1, 0) && body.contains("setfenv"))
+            {
+                continue;
+            }
+            twin.check(&["FCALL", &format!("f{}", 500 + i), "0"]);
+        }
+        twin.assert_clean();
+    }
+    let mut c = server.conn();
+    assert_eq!(c.cmd(&["PING"]), Value::Simple("PONG".into()));
 }
