@@ -189,6 +189,30 @@ fn cluster_routing_and_function_rules_match_the_builtin() {
         matches!(&moved, Value::Error(e) if e.starts_with("MOVED ")),
         "{moved:?}"
     );
+    // A cluster-aware client follows the redirection: valkey-cli -c, sent to the wrong node.
+    let owner = cluster.primary_for(slot_of(&foreign_key));
+    cluster.nodes[owner]
+        .conn()
+        .cmd(&["SET", &foreign_key, "routed"]);
+    let cli = common::repo_root().join(".cache/servers/8.1.8/valkey-cli");
+    let out = std::process::Command::new(&cli)
+        .args([
+            "-c",
+            "-p",
+            &cluster.nodes[home].port.to_string(),
+            "RFUNC.FCALL",
+            "getk",
+            "1",
+            &foreign_key,
+        ])
+        .output()
+        .expect("valkey-cli");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "routed",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn fingerprint(c: &mut Conn) -> String {
