@@ -5,15 +5,19 @@
 //! * Every change a user makes on a primary (LOAD, DELETE, FLUSH, RESTORE) is broadcast as an operation and
 //!   applied idempotently by the other primaries: upsert libraries (RESTORE REPLACE semantics), delete a library
 //!   (missing is fine), or replace the whole registry (FLUSH, RESTORE FLUSH).
-//! * Each primary keeps a stamp `(counter, node id)`: a local change takes `counter = max seen + 1`; applying a
-//!   remote operation takes the larger stamp. Operations that commute (different libraries changed at the same
-//!   moment on two nodes) simply both apply everywhere.
+//! * Each primary keeps a stamp `(counter, node id)` naming the state its registry is in. A local change moves
+//!   it to `(counter + 1, my id)` and is broadcast with the stamp it was made on; a peer applies the operation
+//!   only if it is in exactly that state, and then takes the new stamp.
 //! * Anti-entropy: every second each primary broadcasts a heartbeat with its stamp and registry fingerprint.
 //!   A node that hears a different fingerprint compares `(stamp, fingerprint)`; the greater side sends its whole
-//!   registry, which the other adopts. So conflicting concurrent changes (the same library changed differently on
-//!   two nodes) converge to one winner, deterministically, and a node that joins or restarts catches up.
-//!   Concurrent conflicting writes are therefore last-writer-wins by stamp: the losing change is overwritten
-//!   everywhere, including on the node that made it.
+//!   registry, which the other adopts with the stamp. So a node that missed operations (it was down, or a
+//!   replica that was just promoted) adopts the cluster's registry instead of mixing old and new, and a node that
+//!   joins or restarts catches up.
+//! * Two nodes changing the registry at the same moment (both from the same state) make two states with equal
+//!   counters: neither applies the other's operation, and anti-entropy settles on the higher stamp (node id breaks
+//!   the tie). The whole registry of that node wins everywhere; the other change is dropped, also on the node
+//!   that made it (its client already got OK). Changes made one after another, with a heartbeat in between, all
+//!   apply.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_uchar, c_void};
@@ -34,8 +38,15 @@ const MSG_UPSERT: u8 = 1;
 const MSG_DELETE: u8 = 2;
 const MSG_REPLACE_ALL: u8 = 3;
 const MSG_HEARTBEAT: u8 = 4;
+const MSG_SNAPSHOT: u8 = 5;
 /// Message types are per module on the cluster bus; these are rfunc's.
-const TYPES: [u8; 4] = [MSG_UPSERT, MSG_DELETE, MSG_REPLACE_ALL, MSG_HEARTBEAT];
+const TYPES: [u8; 5] = [
+    MSG_UPSERT,
+    MSG_DELETE,
+    MSG_REPLACE_ALL,
+    MSG_HEARTBEAT,
+    MSG_SNAPSHOT,
+];
 const NODE_ID_LEN: usize = 40;
 const HEARTBEAT_MS: i64 = 1000;
 
@@ -156,15 +167,18 @@ fn broadcast_change(ctx: Ctx, kind: u8, data: &[u8]) {
     {
         return;
     }
-    let stamp = STAMP.with(|s| {
+    // The operation carries the stamp of the state it was made on: a peer applies it only if it holds that very
+    // state, otherwise it waits for the anti-entropy snapshot (so a lagging node never mixes old and new).
+    let (prev, stamp) = STAMP.with(|s| {
+        let prev = s.get();
         let next = Stamp {
-            counter: s.get().counter + 1,
+            counter: prev.counter + 1,
             node: my_id(),
         };
         s.set(next);
-        next
+        (prev, next)
     });
-    send(ctx, None, kind, &encode(stamp, data));
+    send(ctx, None, kind, &encode(stamp, &encode(prev, data)));
 }
 
 pub fn library_loaded(ctx: Ctx, code: &[u8]) {
@@ -255,27 +269,63 @@ fn apply(ctx: Ctx, kind: u8, data: &[u8]) -> Result<(), String> {
     r
 }
 
+/// The fingerprint of a registry payload (the same function as `fingerprint` over the live registry).
+fn payload_fingerprint(data: &[u8]) -> Option<String> {
+    let decoded = payload::decode(data).ok()?;
+    let mut libs = Vec::new();
+    for code in &decoded.libraries {
+        let name = rfunc_core::library::parse_header(code).ok()?.name;
+        libs.push((name, code.as_slice()));
+    }
+    libs.sort();
+    let mut h = sha1_smol::Sha1::new();
+    for (name, code) in libs {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(&(code.len() as u64).to_le_bytes());
+        h.update(code);
+    }
+    Some(h.digest().to_string())
+}
+
 fn handle(ctx: Ctx, sender: [u8; NODE_ID_LEN], kind: u8, msg: &[u8]) {
     let Some((stamp, data)) = decode(msg) else {
         return;
     };
     let mine = STAMP.with(|s| s.get());
-    if kind == MSG_HEARTBEAT {
-        let theirs = String::from_utf8_lossy(data);
-        let ours = fingerprint();
-        // The greater (stamp, fingerprint) side sends its registry; the other adopts it (below).
-        if theirs != ours && (mine, ours.as_str()) > (stamp, theirs.as_ref()) {
-            let full = encode(mine, &whole_registry());
-            send(ctx, Some(&sender), MSG_REPLACE_ALL, &full);
+    let (apply_kind, data) = match kind {
+        MSG_HEARTBEAT => {
+            let theirs = String::from_utf8_lossy(data);
+            let ours = fingerprint();
+            // The greater (stamp, fingerprint) side sends its whole registry; the other adopts it.
+            if theirs != ours && (mine, ours.as_str()) > (stamp, theirs.as_ref()) {
+                let full = encode(mine, &whole_registry());
+                send(ctx, Some(&sender), MSG_SNAPSHOT, &full);
+            }
+            return;
         }
-        return;
-    }
-    if kind == MSG_REPLACE_ALL && stamp < mine {
-        // An older whole registry (a late anti-entropy message): ours is newer, keep it.
-        return;
-    }
-    match apply(ctx, kind, data) {
-        Ok(()) => STAMP.with(|s| s.set(s.get().max(stamp))),
+        MSG_SNAPSHOT => {
+            let Some(theirs) = payload_fingerprint(data) else {
+                return;
+            };
+            if (stamp, theirs.as_str()) <= (mine, fingerprint().as_str()) {
+                return;
+            }
+            (MSG_REPLACE_ALL, data)
+        }
+        _ => {
+            // An operation applies only on the state it was made on.
+            let Some((prev, op)) = decode(data) else {
+                return;
+            };
+            if prev != mine {
+                return;
+            }
+            (kind, op)
+        }
+    };
+    match apply(ctx, apply_kind, data) {
+        Ok(()) => STAMP.with(|s| s.set(stamp)),
         Err(e) => api::log(
             ctx,
             "warning",

