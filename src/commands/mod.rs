@@ -27,11 +27,21 @@ fn dispatch(
 ) -> c_int {
     let r = catch_unwind(AssertUnwindSafe(|| {
         let raw_args = unsafe { std::slice::from_raw_parts(argv, argc as usize) };
-        let args: Vec<&[u8]> = raw_args
-            .iter()
-            .map(|s| unsafe { api::string_bytes(*s) })
-            .collect();
-        handler(ctx, &args);
+        // The common case (a handful of arguments) stays on the stack: no allocation per command.
+        const INLINE: usize = 16;
+        if raw_args.len() <= INLINE {
+            let mut buf: [&[u8]; INLINE] = [&[]; INLINE];
+            for (slot, s) in buf.iter_mut().zip(raw_args) {
+                *slot = unsafe { api::string_bytes(*s) };
+            }
+            handler(ctx, &buf[..raw_args.len()]);
+        } else {
+            let args: Vec<&[u8]> = raw_args
+                .iter()
+                .map(|s| unsafe { api::string_bytes(*s) })
+                .collect();
+            handler(ctx, &args);
+        }
     }));
     if let Err(payload) = r {
         let what = payload
