@@ -512,8 +512,21 @@ impl Drop for LuaEngine {
 }
 
 /// Builds the globals, the libraries, the `server` API and the sandbox (reference engine §3).
+///
+/// `pairs()` order over a Lua table depends on the exact sequence of insertions (keys later set to nil stay
+/// as dead nodes until a rehash), on the sizes given at creation and on the string hash. So this follows the
+/// server's construction step by step (`luaRegisterServerAPI`, the error-handler chunk, the lock and
+/// `luaFunctionInitializeLuaState`), with the same table sizes and the same insertions, so every table
+/// function code can reach iterates in the built-in's order.
 unsafe fn init_state(l: *mut lua_State, out: &mut InitOut) {
-    // Standard libraries. `package`, `io` and `debug` are never opened; `os` is built by hand below.
+    // 1. The allow-list `__newindex` on the globals: names the server denies (print, dofile, loadfile, and
+    // getfenv/setfenv/newproxy from 8.1 on) never get a value, but leave the same nil-valued nodes behind.
+    ffi::lua_createtable(l, 0, 0);
+    ffi::lua_pushcfunction(l, allow_list_newindex);
+    ffi::lua_setfield(l, -2, c"__newindex".as_ptr());
+    ffi::lua_setmetatable(l, ffi::LUA_GLOBALSINDEX);
+
+    // 2. luaLoadLibraries: base, table, string, math, debug, os, cjson, struct, cmsgpack, bit.
     for (open, name) in [
         (ffi::luaopen_base as ffi::lua_CFunction, c""),
         (ffi::luaopen_table, c"table"),
@@ -524,56 +537,35 @@ unsafe fn init_state(l: *mut lua_State, out: &mut InitOut) {
         ffi::lua_pushstring(l, name.as_ptr());
         ffi::lua_call(l, 1, 0);
     }
-    // Names of the base library function code must not see.
-    for name in [
-        c"print",
-        c"dofile",
-        c"loadfile",
-        c"getfenv",
-        c"setfenv",
-        c"newproxy",
-        c"module",
-        c"require",
-    ] {
-        ffi::lua_pushnil(l);
-        ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, name.as_ptr());
-    }
-    // os = { clock = os.clock } only.
+    // `debug` is in the server's globals until the error-handler chunk nils it; function code never sees it,
+    // but its key stays behind in the globals (a dead node), so the same key is inserted here and nil'ed below.
+    ffi::lua_createtable(l, 0, 0);
+    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"debug".as_ptr());
+    // The server's `os` library is patched to `os.clock` only: `luaL_register(L, "os", {clock})`.
     ffi::lua_createtable(l, 0, 1);
+    ffi::lua_pushvalue(l, -1);
+    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"os".as_ptr());
     ffi::lua_pushcfunction(l, os_clock);
     ffi::lua_setfield(l, -2, c"clock".as_ptr());
-    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"os".as_ptr());
-    // pcall returns the `err` string of error tables.
-    ffi::lua_pushcfunction(l, pcall_wrapper);
-    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"pcall".as_ptr());
-    // math.random / randomseed: the server's portable PRNG.
-    ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"math".as_ptr());
-    ffi::lua_pushcfunction(l, math_random);
-    ffi::lua_setfield(l, -2, c"random".as_ptr());
-    ffi::lua_pushcfunction(l, math_randomseed);
-    ffi::lua_setfield(l, -2, c"randomseed".as_ptr());
     ffi::lua_pop(l, 1);
     super::libs::open_all(l);
 
-    // server / redis (one table under two names).
-    ffi::lua_createtable(l, 0, 24);
+    // 3. pcall returns the `err` string of error tables.
+    ffi::lua_pushcfunction(l, pcall_wrapper);
+    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"pcall".as_ptr());
+
+    // 4. server / redis (one table under two names), filled in the server's order.
+    ffi::lua_createtable(l, 0, 0);
     let server = ffi::lua_gettop(l);
-    let fns: [(&CStr, ffi::lua_CFunction); 9] = [
-        (c"call", server_call),
-        (c"pcall", server_pcall),
-        (c"log", server_log),
-        (c"sha1hex", server_sha1hex),
-        (c"error_reply", server_error_reply),
-        (c"status_reply", server_status_reply),
-        (c"setresp", server_setresp),
-        (c"set_repl", server_set_repl),
-        (c"acl_check_cmd", server_acl_check_cmd),
-    ];
-    for (name, f) in fns {
-        ffi::lua_pushcfunction(l, f);
-        ffi::lua_setfield(l, server, name.as_ptr());
-    }
+    set_fn(l, server, c"call", server_call);
+    set_fn(l, server, c"pcall", server_pcall);
+    push_log_fields(l, server);
     push_version_fields(l, server);
+    set_fn(l, server, c"setresp", server_setresp);
+    set_fn(l, server, c"sha1hex", server_sha1hex);
+    set_fn(l, server, c"error_reply", server_error_reply);
+    set_fn(l, server, c"status_reply", server_status_reply);
+    set_fn(l, server, c"set_repl", server_set_repl);
     for (name, v) in [
         (c"REPL_NONE", 0),
         (c"REPL_AOF", 1),
@@ -581,20 +573,36 @@ unsafe fn init_state(l: *mut lua_State, out: &mut InitOut) {
         (c"REPL_REPLICA", 2),
         (c"REPL_ALL", 3),
     ] {
-        ffi::lua_pushnumber(l, v as f64);
-        ffi::lua_setfield(l, server, name.as_ptr());
+        set_num(l, server, name, v);
     }
-    ffi::lua_pushvalue(l, server);
+    set_fn(l, server, c"acl_check_cmd", server_acl_check_cmd);
     ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"server".as_ptr());
-    ffi::lua_pushvalue(l, server);
+    ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"server".as_ptr());
     ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"redis".as_ptr());
-    ffi::lua_pop(l, 1);
+    // math.random / randomseed: the server's portable PRNG.
+    ffi::lua_getfield(l, ffi::LUA_GLOBALSINDEX, c"math".as_ptr());
+    set_fn(l, -1, c"random", math_random);
+    set_fn(l, -1, c"randomseed", math_randomseed);
+    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"math".as_ptr());
 
-    // The error handler lives in the registry.
+    // 5. The error handler lives in the registry; the server's handler chunk runs `debug = nil`.
+    ffi::lua_pushnil(l);
+    ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, c"debug".as_ptr());
+    // 8.0 still allowed these (later releases deny them); rfunc never exposes them (SPEC rule 2), but their
+    // keys stay as dead nodes so every other global sits where the built-in has it. Only where they were
+    // inserted: any assignment to a missing key adds a node (Lua's `luaV_settable` creates the key before it
+    // looks for `__newindex`), which can move a colliding key to another slot.
+    if !host::get().at_least(8, 1) {
+        for name in DEPRECATED_BUILTINS {
+            ffi::lua_pushnil(l);
+            ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, name.as_ptr());
+        }
+    }
     ffi::lua_pushcfunction(l, error_handler);
     out.error_handler = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
 
-    // Lock the real globals: reading a missing name raises, every reachable table becomes read-only.
+    // 6. Lock the real globals: reading a missing name raises (this replaces the allow-list metatable), every
+    // reachable table becomes read-only.
     ffi::lua_pushvalue(l, ffi::LUA_GLOBALSINDEX);
     let globals = ffi::lua_gettop(l);
     push_error_metatable(l);
@@ -610,21 +618,19 @@ unsafe fn init_state(l: *mut lua_State, out: &mut InitOut) {
     ffi::lua_pushvalue(l, globals);
     out.real_globals = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
 
-    // The load-time API: { server = <load api>, redis = <same> }, both with the error metatable.
-    ffi::lua_createtable(l, 0, 2);
+    // 7. The load-time API: { server = <load api>, redis = <same> }, both with the error metatable.
+    ffi::lua_createtable(l, 0, 0);
     let load_api = ffi::lua_gettop(l);
-    ffi::lua_createtable(l, 0, 12);
+    ffi::lua_createtable(l, 0, 0);
     let load_server = ffi::lua_gettop(l);
-    ffi::lua_pushcfunction(l, register_function);
-    ffi::lua_setfield(l, load_server, c"register_function".as_ptr());
-    ffi::lua_pushcfunction(l, server_log);
-    ffi::lua_setfield(l, load_server, c"log".as_ptr());
+    set_fn(l, load_server, c"register_function", register_function);
+    push_log_fields(l, load_server);
     push_version_fields(l, load_server);
     push_error_metatable(l);
     ffi::lua_setmetatable(l, load_server);
     rfunc_lua_sys::enable_readonly_table(l.cast(), load_server, true);
-    ffi::lua_pushvalue(l, load_server);
     ffi::lua_setfield(l, load_api, c"server".as_ptr());
+    ffi::lua_getfield(l, load_api, c"server".as_ptr());
     ffi::lua_setfield(l, load_api, c"redis".as_ptr());
     push_error_metatable(l);
     ffi::lua_setmetatable(l, load_api);
@@ -635,7 +641,7 @@ unsafe fn init_state(l: *mut lua_State, out: &mut InitOut) {
     // load API (while a library body runs) and the real globals (at call time).
     ffi::lua_createtable(l, 0, 0);
     let proxy = ffi::lua_gettop(l);
-    ffi::lua_createtable(l, 0, 1);
+    ffi::lua_createtable(l, 0, 0);
     let meta = ffi::lua_gettop(l);
     ffi::lua_pushvalue(l, globals);
     ffi::lua_setfield(l, meta, c"__index".as_ptr());
@@ -648,24 +654,107 @@ unsafe fn init_state(l: *mut lua_State, out: &mut InitOut) {
     ffi::lua_settop(l, 0);
 }
 
-/// `server.*` version fields (also visible at load time).
-unsafe fn push_version_fields(l: *mut lua_State, t: c_int) {
-    let h = host::get();
+/// Base-library names the server inserted into the globals before they were put behind
+/// `lua-enable-insecure-api` (8.0 and older).
+const DEPRECATED_BUILTINS: [&CStr; 3] = [c"newproxy", c"setfenv", c"getfenv"];
+
+/// The globals the server's allow-list `__newindex` lets through while the state is built (`script_lua.c`):
+/// libraries, the API names, the builtins and `debug` (nil'ed once the error handler exists).
+const ALLOWED_GLOBALS: [&str; 37] = [
+    // libraries
+    "string",
+    "cjson",
+    "bit",
+    "cmsgpack",
+    "math",
+    "table",
+    "struct",
+    "os",
+    // API
+    "server",
+    "redis",
+    "__redis__err__handler",
+    "__server__err__handler",
+    // builtins
+    "xpcall",
+    "tostring",
+    "setmetatable",
+    "next",
+    "assert",
+    "tonumber",
+    "rawequal",
+    "collectgarbage",
+    "getmetatable",
+    "rawset",
+    "pcall",
+    "coroutine",
+    "type",
+    "_G",
+    "select",
+    "unpack",
+    "gcinfo",
+    "pairs",
+    "rawget",
+    "loadstring",
+    "ipairs",
+    "_VERSION",
+    "load",
+    "error",
+    // removed after initialisation
+    "debug",
+];
+
+/// `__newindex(t, k, v)` on the globals while the state is built: sets allowed names, drops the rest (`print`,
+/// `dofile`, `loadfile`, ...). As in the server, a dropped name still leaves a nil-valued node behind: Lua
+/// creates the key before it calls `__newindex`.
+unsafe extern "C-unwind" fn allow_list_newindex(l: *mut lua_State) -> c_int {
+    let allowed = match to_bytes(l, 2) {
+        Some(name) => {
+            ALLOWED_GLOBALS.iter().any(|a| a.as_bytes() == name)
+                || (!host::get().at_least(8, 1)
+                    && DEPRECATED_BUILTINS.iter().any(|d| d.to_bytes() == name))
+        }
+        None => false,
+    };
+    if allowed {
+        ffi::lua_settop(l, 3);
+        ffi::lua_rawset(l, 1);
+    }
+    0
+}
+
+unsafe fn set_fn(l: *mut lua_State, t: c_int, name: &CStr, f: ffi::lua_CFunction) {
+    let t = ffi::lua_absindex(l, t);
+    ffi::lua_pushcfunction(l, f);
+    ffi::lua_setfield(l, t, name.as_ptr());
+}
+
+unsafe fn set_num(l: *mut lua_State, t: c_int, name: &CStr, v: i64) {
+    let t = ffi::lua_absindex(l, t);
+    ffi::lua_pushnumber(l, v as f64);
+    ffi::lua_setfield(l, t, name.as_ptr());
+}
+
+/// `luaRegisterLogFunction`: `log` and the `LOG_*` levels (also visible at load time).
+unsafe fn push_log_fields(l: *mut lua_State, t: c_int) {
+    set_fn(l, t, c"log", server_log);
     for (name, level) in [
         (c"LOG_DEBUG", 0),
         (c"LOG_VERBOSE", 1),
         (c"LOG_NOTICE", 2),
         (c"LOG_WARNING", 3),
     ] {
-        ffi::lua_pushnumber(l, level as f64);
-        ffi::lua_setfield(l, t, name.as_ptr());
+        set_num(l, t, name, level);
     }
+}
+
+/// `luaRegisterVersion`: the version fields (also visible at load time).
+unsafe fn push_version_fields(l: *mut lua_State, t: c_int) {
+    let h = host::get();
+    set_num(l, t, c"REDIS_VERSION_NUM", h.redis_version_num());
     set_field_str(l, t, c"REDIS_VERSION", h.redis_version_text.as_bytes());
-    ffi::lua_pushnumber(l, h.redis_version_num() as f64);
-    ffi::lua_setfield(l, t, c"REDIS_VERSION_NUM".as_ptr());
+    set_num(l, t, c"VALKEY_VERSION_NUM", h.version_num());
     set_field_str(l, t, c"VALKEY_VERSION", h.version_text.as_bytes());
-    ffi::lua_pushnumber(l, h.version_num() as f64);
-    ffi::lua_setfield(l, t, c"VALKEY_VERSION_NUM".as_ptr());
     set_field_str(l, t, c"SERVER_NAME", h.server_name.as_bytes());
 }
 
