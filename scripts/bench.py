@@ -174,26 +174,45 @@ def main():
         libs = [f"#!lua name=lib{i}\nserver.register_function('f{i}', function(k, a) return {{{i}, k[1], a[1]}} end)\n"
                 for i in range(1000)]
 
-        def mem(field):
-            info = c.call("INFO", "memory").decode()
+        def mem(conn, field):
+            info = conn.call("INFO", "memory").decode()
             return int([l for l in info.splitlines() if l.startswith(field + ":")][0].split(":")[1])
 
-        def builtin_mem():
-            return mem("used_memory_vm_functions") + mem("used_memory_functions")
-
-        base_b, base_r = builtin_mem(), mem("used_memory")
+        # RDB save + load (DEBUG RELOAD) with 1000 libraries in one registry, the other empty.
         for code in libs:
             c.call("FUNCTION", "LOAD", code)
-        c.call("DEBUG", "RELOAD")  # settle: compile once more from the RDB
-        used_b = builtin_mem() - base_b
         sb = median_time(lambda: c.call("DEBUG", "RELOAD"), 3)
         c.call("FUNCTION", "FLUSH", "SYNC")
-        base_r = mem("used_memory")
         for code in libs:
             c.call("RFUNC.LOAD", code)
-        used_r = mem("used_memory") - base_r
         sr = median_time(lambda: c.call("DEBUG", "RELOAD"), 3)
+        c.call("RFUNC.FLUSH", "SYNC")
         print(f"{'RDB save + load, 1000 libraries (ms)':<40}{sb * 1e3:>12.1f}{sr * 1e3:>12.1f}{sb / sr:>8.2f}")
+
+        # Memory of 1000 libraries, each on a fresh server: the built-in's Lua VM and function overhead
+        # (used_memory_vm_functions + used_memory_functions), rfunc's growth of used_memory (its Lua heap and
+        # registry are allocated through the server's allocator).
+        used = []
+        for which in ("builtin", "rfunc"):
+            wd = tempfile.mkdtemp(prefix="rfunc-bench-mem-")
+            p2, port2 = start_server(wd)
+            try:
+                m = Conn(port2)
+                if which == "builtin":
+                    base = mem(m, "used_memory_vm_functions") + mem(m, "used_memory_functions")
+                    for code in libs:
+                        m.call("FUNCTION", "LOAD", code)
+                    used.append(mem(m, "used_memory_vm_functions") + mem(m, "used_memory_functions") - base)
+                else:
+                    base = mem(m, "used_memory")
+                    for code in libs:
+                        m.call("RFUNC.LOAD", code)
+                    used.append(mem(m, "used_memory") - base)
+            finally:
+                p2.terminate()
+                p2.wait()
+                shutil.rmtree(wd, ignore_errors=True)
+        used_b, used_r = used
         print(f"{'memory of 1000 libraries (KiB)':<40}{used_b / 1024:>12.0f}{used_r / 1024:>12.0f}{used_b / used_r:>8.2f}")
         print("\nratio: rfunc / built-in for throughput; built-in / rfunc for times and memory (>= 1.0 is rfunc as good or better)")
         print(f"lowest throughput ratio: {min(ratios):.2f}")

@@ -128,7 +128,7 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
             function: found.function.name.clone(),
             argv_ptr: argv.as_ptr().cast(),
             argv_len: argv.len(),
-            has_user: has_user(ctx),
+            has_user: None,
             cluster: ctx_flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0,
             slot: keys.first().map(|k| rfunc_core::cluster::key_hash_slot(k)),
             allow_cross_slot: flags.contains(FunctionFlags::ALLOW_CROSS_SLOT_KEYS),
@@ -160,18 +160,5 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
     });
     if let Err(e) = r {
         api::reply_error(ctx, e);
-    }
-}
-
-/// Does the calling client have an ACL user? (A module's RM_Call client has none: calls from the function are
-/// then not checked as a user.)
-fn has_user(ctx: Ctx) -> bool {
-    unsafe {
-        let name = api::api!(RedisModule_GetCurrentUserName)(ctx);
-        if name.is_null() {
-            return false;
-        }
-        api::free_string(ctx, name);
-        true
     }
 }

@@ -210,7 +210,20 @@ thread_local! {
 }
 
 /// The RM_Call flag letters of a call from a function, NUL-terminated, built on the stack.
-fn call_flags(run: &super::RunCtx, out: &mut [u8; 16]) {
+/// Does the calling client have an ACL user? (A module's RM_Call client has none: calls from the function are
+/// then not checked as a user.)
+fn has_user(ctx: api::Ctx) -> bool {
+    unsafe {
+        let name = api::api!(RedisModule_GetCurrentUserName)(ctx);
+        if name.is_null() {
+            return false;
+        }
+        api::free_string(ctx, name);
+        true
+    }
+}
+
+fn call_flags(run: &mut super::RunCtx, out: &mut [u8; 16]) {
     let mut n = 0;
     let mut push = |c: u8| {
         out[n] = c;
@@ -220,7 +233,8 @@ fn call_flags(run: &super::RunCtx, out: &mut [u8; 16]) {
     push(b'v');
     push(b'E');
     push(b'S');
-    if run.has_user {
+    let ctx = run.ctx;
+    if *run.has_user.get_or_insert_with(|| has_user(ctx)) {
         // ACL checks as the calling user.
         push(b'C');
     }

@@ -228,7 +228,8 @@ pub struct RunCtx {
     pub argv_ptr: *const &'static [u8],
     pub argv_len: usize,
     /// The caller has an ACL user (calls are then checked as that user).
-    pub has_user: bool,
+    /// Worked out at the first `server.call` (it costs a string allocation in the server).
+    pub has_user: Option<bool>,
     /// Cluster mode: the slot the run's keys belong to (the declared keys', else the first key accessed), and
     /// whether the function may leave it (`allow-cross-slot-keys`).
     pub cluster: bool,
