@@ -615,7 +615,7 @@ fn restore_policies_and_payload_errors_match_the_builtin() {
     p.push(0x00);
     p.extend_from_slice(&p1[p1.len() - 10..p1.len() - 8]);
     p.extend_from_slice(&[0; 8]);
-    let crc = payload_crc(&p[..p.len() - 8]);
+    let crc = common::crc64_jones(&p[..p.len() - 8]);
     let n = p.len();
     p[n - 8..].copy_from_slice(&crc.to_le_bytes());
     restore(&mut t, &p, None);
@@ -716,21 +716,6 @@ fn hardened_behaviour_on_every_host() {
     }
 }
 
-fn payload_crc(data: &[u8]) -> u64 {
-    let mut crc = 0u64;
-    for &b in data {
-        crc ^= b as u64;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x95ac_9329_ac4b_c9b5
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
-
 /// SPEC rule 5: RFUNC.RESTORE takes every version a real server writes (10, 11, 12, 80) on every host.
 #[test]
 fn restore_accepts_every_written_payload_version() {
@@ -755,7 +740,7 @@ fn restore_accepts_every_written_payload_version() {
     let mut p = std::fs::read(vectors.join("valkey-9.1.2--tiny.bin")).unwrap();
     let n = p.len();
     p[n - 10] = 12;
-    let crc = payload_crc(&p[..n - 8]);
+    let crc = common::crc64_jones(&p[..n - 8]);
     p[n - 8..].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(
         c.call(&[b"RFUNC.RESTORE", &p, b"FLUSH"]),
@@ -763,7 +748,7 @@ fn restore_accepts_every_written_payload_version() {
     );
     // Version 13 is not a version anyone writes for this format.
     p[n - 10] = 13;
-    let crc = payload_crc(&p[..n - 8]);
+    let crc = common::crc64_jones(&p[..n - 8]);
     p[n - 8..].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(
         c.call(&[b"RFUNC.RESTORE", &p, b"FLUSH"]),

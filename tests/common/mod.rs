@@ -11,6 +11,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod resp;
+pub mod snippets;
 pub mod twin;
 
 use std::net::TcpListener;
@@ -393,4 +394,20 @@ impl Drop for Server {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// CRC-64/Jones as the server computes a payload's checksum (a bit at a time: tests only).
+pub fn crc64_jones(data: &[u8]) -> u64 {
+    let mut crc = 0u64;
+    for &b in data {
+        crc ^= b as u64;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x95ac_9329_ac4b_c9b5
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
 }
