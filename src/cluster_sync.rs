@@ -81,7 +81,7 @@ fn my_id() -> [u8; NODE_ID_LEN] {
 
 /// The registry fingerprint: SHA-1 over the libraries' codes in name order (same libraries → same value).
 pub fn fingerprint() -> String {
-    runtime::with(|rt| {
+    runtime::read(|rt| {
         let mut libs: Vec<(&str, &[u8])> = rt
             .registry
             .libraries()
@@ -145,7 +145,7 @@ fn send(ctx: Ctx, target: Option<&[u8; NODE_ID_LEN]>, kind: u8, msg: &[u8]) {
 }
 
 fn whole_registry() -> Vec<u8> {
-    runtime::with(|rt| {
+    runtime::read(|rt| {
         let codes: Vec<&[u8]> = rt
             .registry
             .libraries()

@@ -57,7 +57,9 @@ fn log_io(io: *mut raw::RedisModuleIO, level: &str, msg: &str) {
 extern "C" fn aux_save2(io: *mut raw::RedisModuleIO, _when: c_int) {
     let r = std::panic::catch_unwind(|| {
         // Runs in the fork child for BGSAVE / BGREWRITEAOF / full sync, on the main thread for SAVE: only reads.
-        let bytes = runtime::with(|rt| {
+        // Saving only reads. A fork for a save can happen while a function holds the runtime (a replica asking for
+        // a full sync while the function yields), so read the registry even then: it does not change while saved.
+        let bytes = runtime::read(|rt| {
             let libs = rt.registry.libraries();
             if libs.is_empty() {
                 return None;
@@ -221,7 +223,7 @@ unsafe extern "C" fn on_fork_child(
         {
             return;
         }
-        let Ok(Some(p)) = runtime::with(|rt| {
+        let Ok(Some(p)) = runtime::read(|rt| {
             let libs = rt.registry.libraries();
             (!libs.is_empty()).then(|| {
                 let codes: Vec<&[u8]> = libs.iter().map(|l| l.code.as_slice()).collect();

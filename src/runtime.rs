@@ -45,6 +45,17 @@ pub fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> Result<R, &'static str> {
     })
 }
 
+/// Read-only access that also works while a function holds the runtime (saving the registry in a fork child or
+/// from a yield). The registry is not changed while a function runs (registry commands are not allowed then).
+pub fn read<R>(f: impl FnOnce(&Runtime) -> R) -> Result<R, &'static str> {
+    RUNTIME.with(|r| {
+        // SAFETY: the only writer is the main thread's command path, which cannot run while we are called
+        // (single thread); a held mutable borrow during a yield only reads and calls Lua, never the registry.
+        let rt = unsafe { &*r.as_ptr() };
+        rt.as_ref().map(f).ok_or("ERR rfunc is not initialised")
+    })
+}
+
 /// (libraries, functions), readable while a function runs.
 pub fn counts() -> (usize, usize) {
     COUNTS.with(|c| c.get())
