@@ -79,24 +79,29 @@ fn my_id() -> [u8; NODE_ID_LEN] {
     id
 }
 
-/// The registry fingerprint: SHA-1 over the libraries' codes in name order (same libraries → same value).
+/// SHA-1 over `(name, code)` pairs in name order: the same libraries give the same value on every node.
+fn fingerprint_of<'a>(mut libs: Vec<(&'a str, &'a [u8])>) -> String {
+    libs.sort();
+    let mut h = sha1_smol::Sha1::new();
+    for (name, code) in libs {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(&(code.len() as u64).to_le_bytes());
+        h.update(code);
+    }
+    h.digest().to_string()
+}
+
+/// The registry fingerprint (`rfunc_registry_fingerprint` in INFO).
 pub fn fingerprint() -> String {
     runtime::read(|rt| {
-        let mut libs: Vec<(&str, &[u8])> = rt
-            .registry
-            .libraries()
-            .iter()
-            .map(|l| (l.name.as_str(), l.code.as_slice()))
-            .collect();
-        libs.sort();
-        let mut h = sha1_smol::Sha1::new();
-        for (name, code) in libs {
-            h.update(&(name.len() as u64).to_le_bytes());
-            h.update(name.as_bytes());
-            h.update(&(code.len() as u64).to_le_bytes());
-            h.update(code);
-        }
-        h.digest().to_string()
+        fingerprint_of(
+            rt.registry
+                .libraries()
+                .iter()
+                .map(|l| (l.name.as_str(), l.code.as_slice()))
+                .collect(),
+        )
     })
     .unwrap_or_default()
 }
@@ -269,23 +274,20 @@ fn apply(ctx: Ctx, kind: u8, data: &[u8]) -> Result<(), String> {
     r
 }
 
-/// The fingerprint of a registry payload (the same function as `fingerprint` over the live registry).
+/// The fingerprint of a registry payload (what `fingerprint` gives once it is restored).
 fn payload_fingerprint(data: &[u8]) -> Option<String> {
     let decoded = payload::decode(data).ok()?;
-    let mut libs = Vec::new();
+    let mut names = Vec::with_capacity(decoded.libraries.len());
     for code in &decoded.libraries {
-        let name = rfunc_core::library::parse_header(code).ok()?.name;
-        libs.push((name, code.as_slice()));
+        names.push(rfunc_core::library::parse_header(code).ok()?.name);
     }
-    libs.sort();
-    let mut h = sha1_smol::Sha1::new();
-    for (name, code) in libs {
-        h.update(&(name.len() as u64).to_le_bytes());
-        h.update(name.as_bytes());
-        h.update(&(code.len() as u64).to_le_bytes());
-        h.update(code);
-    }
-    Some(h.digest().to_string())
+    Some(fingerprint_of(
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(decoded.libraries.iter().map(Vec::as_slice))
+            .collect(),
+    ))
 }
 
 fn handle(ctx: Ctx, sender: [u8; NODE_ID_LEN], kind: u8, msg: &[u8]) {

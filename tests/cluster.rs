@@ -7,7 +7,7 @@ mod common;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{Conn, Server, Twin, Value};
+use common::{info_field, wait_until, Conn, Server, Twin, Value};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -15,22 +15,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn info_field(c: &mut Conn, section: &str, field: &str) -> String {
-    let info = c.cmd(&["INFO", section]).as_str();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
 
 struct Cluster {

@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Conn, Server, Value};
+use common::{info_field, wait_until, Conn, Server, Value};
 
 fn lib(name: &str, f: &str, ret: i64) -> String {
     format!("#!lua name={name}\nserver.register_function('{f}', function() return {ret} end)")
@@ -41,22 +41,6 @@ fn names(c: &mut Conn) -> Vec<String> {
     registry(c).into_iter().map(|(n, _)| n).collect()
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn info_field(c: &mut Conn, section: &str, field: &str) -> String {
-    let info = c.cmd(&["INFO", section]).as_str();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 #[test]
 fn save_and_restart_keeps_the_registry() {
     let Some(b) = Server::owned("save_and_restart") else {
@@ -86,7 +70,7 @@ fn bgsave_then_kill9_restores_exactly_the_snapshot() {
     load(&mut c, &lib("one", "f1", 1));
     load(&mut c, &lib("two", "f2", 2));
     c.cmd(&["BGSAVE"]);
-    wait_until("BGSAVE", || {
+    wait_until("BGSAVE", Duration::from_secs(20), || {
         info_field(&mut c, "persistence", "rdb_bgsave_in_progress") == "0"
             && info_field(&mut c, "persistence", "rdb_last_bgsave_status") == "ok"
             && info_field(&mut c, "persistence", "rdb_changes_since_last_save") == "0"
@@ -225,7 +209,7 @@ fn aof_server(b: common::ServerBuilder, preamble: &str) -> Server {
 }
 
 fn wait_rewrite(c: &mut Conn) {
-    wait_until("AOF rewrite", || {
+    wait_until("AOF rewrite", Duration::from_secs(20), || {
         info_field(c, "persistence", "aof_rewrite_in_progress") == "0"
             && info_field(c, "persistence", "aof_rewrite_scheduled") == "0"
             && info_field(c, "persistence", "aof_last_bgrewrite_status") == "ok"
@@ -304,7 +288,7 @@ fn start_replica(b: common::ServerBuilder, primary: &Server) -> Server {
     let r = b.start();
     let mut c = r.conn();
     c.cmd(&["REPLICAOF", "127.0.0.1", &primary.port.to_string()]);
-    wait_until("replica link up", || {
+    wait_until("replica link up", Duration::from_secs(20), || {
         info_field(&mut c, "replication", "master_link_status") == "up"
     });
     r
@@ -312,7 +296,7 @@ fn start_replica(b: common::ServerBuilder, primary: &Server) -> Server {
 
 fn wait_in_sync(p: &mut Conn, r: &mut Conn) {
     let target = info_field(p, "replication", "master_repl_offset");
-    wait_until("replica offset", || {
+    wait_until("replica offset", Duration::from_secs(20), || {
         info_field(r, "replication", "slave_repl_offset") >= target
     });
 }
@@ -333,7 +317,7 @@ fn replica_full_sync_replaces_its_registry_and_follows_changes() {
     }
     let mut r = replica_srv.conn();
     r.cmd(&["REPLICAOF", "127.0.0.1", &primary.port.to_string()]);
-    wait_until("replica link up", || {
+    wait_until("replica link up", Duration::from_secs(20), || {
         info_field(&mut r, "replication", "master_link_status") == "up"
     });
     assert_eq!(names(&mut r), vec!["plib"]);
@@ -400,7 +384,7 @@ fn replica_of_an_empty_primary_ends_with_an_empty_registry() {
     let replica_srv = {
         let mut r = replica_srv.conn();
         r.cmd(&["REPLICAOF", "127.0.0.1", &primary.port.to_string()]);
-        wait_until("replica link up", || {
+        wait_until("replica link up", Duration::from_secs(20), || {
             info_field(&mut r, "replication", "master_link_status") == "up"
         });
         replica_srv

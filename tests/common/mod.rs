@@ -411,3 +411,21 @@ pub fn crc64_jones(data: &[u8]) -> u64 {
     }
     crc
 }
+
+/// Polls `cond` every 50 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One field of an INFO section, "" when absent.
+pub fn info_field(c: &mut Conn, section: &str, field: &str) -> String {
+    let info = c.cmd(&["INFO", section]).as_str();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
