@@ -71,7 +71,8 @@ impl Registry {
     }
 
     pub fn function_count(&self) -> usize {
-        self.libraries.iter().map(|l| l.functions.len()).sum()
+        // One index entry per function (names are unique across the registry, case-insensitively).
+        self.functions.len()
     }
 
     pub fn library(&self, name: &str) -> Option<&Library> {

@@ -45,6 +45,20 @@ pub fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> Result<R, &'static str> {
     })
 }
 
+/// `with` for the call path: the registry does not change during a call, so only the engine's memory is
+/// refreshed for INFO.
+pub fn with_call<R>(f: impl FnOnce(&mut Runtime) -> R) -> Result<R, &'static str> {
+    RUNTIME.with(|r| {
+        let mut guard = r
+            .try_borrow_mut()
+            .map_err(|_| "ERR rfunc is busy running a function")?;
+        let rt = guard.as_mut().ok_or("ERR rfunc is not initialised")?;
+        let out = f(rt);
+        ENGINE_MEMORY.with(|c| c.set(rt.engine.memory()));
+        Ok(out)
+    })
+}
+
 /// Read-only access that also works while a function holds the runtime (saving the registry in a fork child or
 /// from a yield). The registry is not changed while a function runs (registry commands are not allowed then).
 pub fn read<R>(f: impl FnOnce(&Runtime) -> R) -> Result<R, &'static str> {

@@ -32,28 +32,29 @@ fn parse_numkeys(s: &[u8]) -> Option<i64> {
     t.parse::<i64>().ok()
 }
 
-/// The server asks for the key positions (getkeys-api): the numkeys keys after argv[2].
-fn key_positions(ctx: Ctx, argv: &[&[u8]]) -> bool {
+/// Answers the server's key-position request (getkeys-api): the numkeys keys after argv[2].
+pub fn declare_keys(
+    ctx: Ctx,
+    argv: *mut *mut valkey_module::raw::RedisModuleString,
+    argc: std::ffi::c_int,
+) {
+    if argc < 3 {
+        return;
+    }
     unsafe {
-        if api::api!(RedisModule_IsKeysPositionRequest)(ctx) == 0 {
-            return false;
-        }
-        if let Some(n) = argv.get(2).and_then(|a| parse_numkeys(a)) {
-            if n > 0 && (n as usize) <= argv.len() - 3 {
-                for pos in 3..3 + n as usize {
-                    api::api!(RedisModule_KeyAtPos)(ctx, pos as std::ffi::c_int);
+        let numkeys = api::string_bytes(*argv.add(2));
+        if let Some(n) = parse_numkeys(numkeys) {
+            if n > 0 && n <= (argc - 3) as i64 {
+                for pos in 3..3 + n as std::ffi::c_int {
+                    api::api!(RedisModule_KeyAtPos)(ctx, pos);
                 }
             }
         }
-        true
     }
 }
 
 fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
-    if key_positions(ctx, argv) {
-        return;
-    }
-    let r = runtime::with(|rt| {
+    let r = runtime::with_call(|rt| {
         let Some(found) = rt.registry.function(argv[1]) else {
             api::reply_error(ctx, "ERR Function not found");
             return;

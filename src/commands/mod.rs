@@ -89,8 +89,26 @@ entry!(
     "rfunc.script-kill",
     killfilter::script_kill
 );
-entry!(cmd_fcall, "rfunc.fcall", fcall::fcall);
-entry!(cmd_fcall_ro, "rfunc.fcall_ro", fcall::fcall_ro);
+/// RFUNC.FCALL / FCALL_RO: the server asks for the key positions (getkeys-api) before most calls; answer that
+/// without building the argument list.
+macro_rules! fcall_entry {
+    ($fname:ident, $name:expr, $handler:path) => {
+        unsafe extern "C" fn $fname(
+            ctx: *mut raw::RedisModuleCtx,
+            argv: *mut *mut raw::RedisModuleString,
+            argc: c_int,
+        ) -> c_int {
+            if api::api!(RedisModule_IsKeysPositionRequest)(ctx) != 0 {
+                let _ = catch_unwind(|| fcall::declare_keys(ctx, argv, argc));
+                return raw::REDISMODULE_OK as c_int;
+            }
+            dispatch(ctx, argv, argc, $name, $handler)
+        }
+    };
+}
+
+fcall_entry!(cmd_fcall, "rfunc.fcall", fcall::fcall);
+fcall_entry!(cmd_fcall_ro, "rfunc.fcall_ro", fcall::fcall_ro);
 #[cfg(feature = "test-hooks")]
 entry!(
     cmd_testpanic,
