@@ -336,6 +336,8 @@ const LOADS: &[&str] = &[
     "#!lua",
     "#!lua name=x",
     "#!lua name=a6 \"unbalanced\nreturn 1",
+    "#!LUA name=bad\0foramat\nreturn 1",
+    "#!lua name=ok2 \0 junk\nserver.register_function('t2', function() return 1 end)",
     "#!lua\nreturn 1",
     "#!\nreturn 1",
     "#!   \nreturn 1",

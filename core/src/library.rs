@@ -73,6 +73,10 @@ pub fn parse_header(code: &[u8]) -> Result<Header, HeaderError> {
         .iter()
         .position(|&b| b == b'\n')
         .ok_or(HeaderError::InvalidMetadata)?;
+    // A NUL in the header line makes the server's splitter fail (verified on 8.0.1, 8.1.8, 9.1.2).
+    if code[..nl].contains(&0) {
+        return Err(HeaderError::InvalidMetadata);
+    }
     let tokens = split_args(&code[..nl]).ok_or(HeaderError::InvalidMetadata)?;
     // The first token always starts with `#!` (the code does); what follows is the engine name.
     let engine = tokens
@@ -375,6 +379,11 @@ mod tests {
             err("#!lua name=a6 \"unbalanced\nx"),
             "Invalid library metadata"
         );
+        assert_eq!(
+            err("#!LUA name=bad\0foramat\nx"),
+            "Invalid library metadata"
+        );
+        assert_eq!(err("#!lua\0 name=x\nx"), "Invalid library metadata");
         assert_eq!(err("#!lua\nx"), "Library name was not given");
         assert_eq!(err("#!\nx"), "Library name was not given");
         assert_eq!(err("#!   \nx"), "Library name was not given");
