@@ -40,6 +40,24 @@ pub struct Library {
     /// The full code as given to LOAD, header included (what LIST WITHCODE and DUMP return).
     pub code: Vec<u8>,
     pub functions: Vec<Registered>,
+    /// The library's DUMP entry, kept once built (for the `rdbcompression` setting it was built with).
+    dump_entry: std::cell::RefCell<Option<(bool, std::rc::Rc<[u8]>)>>,
+}
+
+impl Library {
+    /// This library's DUMP entry (opcode + RDB string), compressed per `compress`.
+    pub fn dump_entry(&self, compress: bool) -> std::rc::Rc<[u8]> {
+        let mut cached = self.dump_entry.borrow_mut();
+        match &*cached {
+            Some((c, e)) if *c == compress => e.clone(),
+            _ => {
+                let e: std::rc::Rc<[u8]> =
+                    rfunc_core::payload::encode_entry(&self.code, compress).into();
+                *cached = Some((compress, e.clone()));
+                e
+            }
+        }
+    }
 }
 
 /// Where a function lives: (library index, function index).
@@ -346,5 +364,6 @@ pub fn compile(
         name: name.to_string(),
         code: code.to_vec(),
         functions,
+        dump_entry: Default::default(),
     })
 }

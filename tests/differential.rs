@@ -543,6 +543,12 @@ fn dump_of_one_library_is_byte_identical_and_cross_restorable() {
             .unwrap();
     t.load(&code);
     let dump = t.same_str(&["FUNCTION", "DUMP"]);
+    // DUMP follows rdbcompression (rfunc keeps each library's entry per setting).
+    t.cmd(&["CONFIG", "SET", "rdbcompression", "no"]);
+    let raw = t.same_str(&["FUNCTION", "DUMP"]);
+    assert!(raw.len() > dump.len(), "uncompressed dump is not longer");
+    t.cmd(&["CONFIG", "SET", "rdbcompression", "yes"]);
+    assert_eq!(t.same_str(&["FUNCTION", "DUMP"]), dump);
     let Value::Bulk(payload) = common::resp::parse(&dump).unwrap().unwrap().0 else {
         panic!("dump is a bulk")
     };

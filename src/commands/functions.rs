@@ -241,24 +241,25 @@ pub fn dump(ctx: Ctx, argv: &[&[u8]]) {
     }
     let compress = host::config_is_yes(ctx, "rdbcompression").unwrap_or(true);
     let r = runtime::with(|rt| -> Result<Vec<u8>, String> {
-        let codes: Vec<&[u8]> = match &only {
+        // Each library's entry is built once and kept: DUMP does not compress unchanged code again.
+        let entries: Vec<std::rc::Rc<[u8]>> = match &only {
             None => rt
                 .registry
                 .libraries()
                 .iter()
-                .map(|l| l.code.as_slice())
+                .map(|l| l.dump_entry(compress))
                 .collect(),
             Some(names) => names
                 .iter()
                 .map(|n| {
                     rt.registry
                         .library(n)
-                        .map(|l| l.code.as_slice())
+                        .map(|l| l.dump_entry(compress))
                         .ok_or_else(|| format!("ERR Library '{n}' not found"))
                 })
                 .collect::<Result<_, _>>()?,
         };
-        Ok(payload::encode(&codes, version, compress))
+        Ok(payload::encode_entries(&entries, version))
     });
     match r {
         Ok(Ok(p)) => api::reply_bulk(ctx, &p),

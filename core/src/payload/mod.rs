@@ -29,15 +29,28 @@ pub const WRITTEN_VERSIONS: [u16; 4] = [10, 11, 12, 80];
 /// `version` should be the host's own RDB version and `compress` its `rdbcompression` setting: with both,
 /// the bytes equal the host's `FUNCTION DUMP` for the same libraries in the same order.
 pub fn encode<L: AsRef<[u8]>>(libraries: &[L], version: u16, compress: bool) -> Vec<u8> {
-    let size: usize = libraries
+    let entries: Vec<Vec<u8>> = libraries
         .iter()
-        .map(|l| l.as_ref().len() + 1 + 9)
-        .sum::<usize>()
-        + FOOTER_LEN;
+        .map(|l| encode_entry(l.as_ref(), compress))
+        .collect();
+    encode_entries(&entries, version)
+}
+
+/// One library's entry: the function opcode and the code as an RDB string. A registry can keep it, so DUMP does
+/// not compress the same code again.
+pub fn encode_entry(code: &[u8], compress: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(code.len() + 1 + 9);
+    out.push(FUNCTION_OPCODE);
+    rdb::write_string(&mut out, code, compress);
+    out
+}
+
+/// A payload from ready entries (`encode_entry`), in the given order.
+pub fn encode_entries<E: AsRef<[u8]>>(entries: &[E], version: u16) -> Vec<u8> {
+    let size: usize = entries.iter().map(|e| e.as_ref().len()).sum::<usize>() + FOOTER_LEN;
     let mut out = Vec::with_capacity(size);
-    for lib in libraries {
-        out.push(FUNCTION_OPCODE);
-        rdb::write_string(&mut out, lib.as_ref(), compress);
+    for e in entries {
+        out.extend_from_slice(e.as_ref());
     }
     out.extend_from_slice(&version.to_le_bytes());
     let crc = crc64(0, &out);
