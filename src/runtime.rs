@@ -33,27 +33,28 @@ pub fn init() -> Result<(), String> {
 
 /// Runs `f` with the runtime. Errors if the runtime is already in use (a re-entrant call).
 pub fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> Result<R, &'static str> {
-    RUNTIME.with(|r| {
-        let mut guard = r
-            .try_borrow_mut()
-            .map_err(|_| "ERR rfunc is busy running a function")?;
-        let rt = guard.as_mut().ok_or("ERR rfunc is not initialised")?;
-        let out = f(rt);
-        COUNTS.with(|c| c.set((rt.registry.libraries().len(), rt.registry.function_count())));
-        ENGINE_MEMORY.with(|c| c.set(rt.engine.memory()));
-        Ok(out)
-    })
+    with_runtime(true, f)
 }
 
 /// `with` for the call path: the registry does not change during a call, so only the engine's memory is
 /// refreshed for INFO.
 pub fn with_call<R>(f: impl FnOnce(&mut Runtime) -> R) -> Result<R, &'static str> {
+    with_runtime(false, f)
+}
+
+fn with_runtime<R>(
+    registry_may_change: bool,
+    f: impl FnOnce(&mut Runtime) -> R,
+) -> Result<R, &'static str> {
     RUNTIME.with(|r| {
         let mut guard = r
             .try_borrow_mut()
             .map_err(|_| "ERR rfunc is busy running a function")?;
         let rt = guard.as_mut().ok_or("ERR rfunc is not initialised")?;
         let out = f(rt);
+        if registry_may_change {
+            COUNTS.with(|c| c.set((rt.registry.libraries().len(), rt.registry.function_count())));
+        }
         ENGINE_MEMORY.with(|c| c.set(rt.engine.memory()));
         Ok(out)
     })

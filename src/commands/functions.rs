@@ -164,19 +164,8 @@ pub fn list(ctx: Ctx, argv: &[&[u8]]) {
             api::reply_array(ctx, lib.functions.len() as i64);
             for f in &lib.functions {
                 api::reply_map(ctx, if with_stats { 7 } else { 3 });
-                api::reply_bulk(ctx, b"name");
-                api::reply_bulk(ctx, f.name.as_bytes());
-                api::reply_bulk(ctx, b"description");
-                match &f.description {
-                    Some(d) => api::reply_bulk(ctx, d),
-                    None => api::reply_null(ctx),
-                }
-                api::reply_bulk(ctx, b"flags");
-                let names: Vec<_> = f.flags.names().collect();
-                api::reply_set(ctx, names.len() as i64);
-                for n in names {
-                    api::reply_simple(ctx, n);
-                }
+                let flags: Vec<_> = f.flags.names().collect();
+                reply_function_fields(ctx, &f.name, f.description.as_deref(), &flags);
                 if with_stats {
                     for (k, v) in [
                         ("calls", &f.stats.calls),
@@ -395,24 +384,29 @@ pub fn inspect(ctx: Ctx, argv: &[&[u8]]) {
         api::reply_array(ctx, lib.functions.len() as i64);
         for f in &lib.functions {
             api::reply_map(ctx, 3);
-            api::reply_bulk(ctx, b"name");
-            api::reply_bulk(ctx, f.name.as_bytes());
-            api::reply_bulk(ctx, b"description");
-            match &f.description {
-                Some(d) => api::reply_bulk(ctx, d),
-                None => api::reply_null(ctx),
-            }
-            api::reply_bulk(ctx, b"flags");
-            api::reply_set(ctx, f.flags.len() as i64);
-            for fl in &f.flags {
-                api::reply_simple(ctx, fl);
-            }
+            reply_function_fields(ctx, &f.name, f.description.as_deref(), &f.flags);
         }
         api::reply_bulk(ctx, b"error");
         match &lib.error {
             Some(e) => api::reply_bulk(ctx, e.as_bytes()),
             None => api::reply_null(ctx),
         }
+    }
+}
+
+/// The `name`, `description` and `flags` fields of one function's map, shared by LIST and INSPECT.
+fn reply_function_fields(ctx: Ctx, name: &str, description: Option<&[u8]>, flags: &[&str]) {
+    api::reply_bulk(ctx, b"name");
+    api::reply_bulk(ctx, name.as_bytes());
+    api::reply_bulk(ctx, b"description");
+    match description {
+        Some(d) => api::reply_bulk(ctx, d),
+        None => api::reply_null(ctx),
+    }
+    api::reply_bulk(ctx, b"flags");
+    api::reply_set(ctx, flags.len() as i64);
+    for fl in flags {
+        api::reply_simple(ctx, fl);
     }
 }
 
