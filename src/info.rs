@@ -45,7 +45,7 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
         field_i64(ctx, "calls", CALLS.with(|c| c.get()) as i64);
         field_i64(ctx, "errors", ERRORS.with(|c| c.get()) as i64);
         let running = lua::running()
-            .map(|r| r.function.clone())
+            .map(|r| r.function().to_owned())
             .unwrap_or_default();
         field_str(ctx, "running_function", &running);
         field_str(

@@ -8,6 +8,7 @@ mod cluster_sync;
 mod commands;
 mod config;
 mod engine;
+mod hash;
 mod host;
 mod info;
 pub mod inspect;

@@ -3,35 +3,12 @@
 //! swapped in, so a failed LOAD or RESTORE leaves the registry exactly as it was.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// FNV-1a: function names are short, and FCALL looks one up on every call (SipHash costs more than the rest
-/// of the lookup). The names are the users' own, not an attack surface worth SipHash's keyed defence.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
 
 use rfunc_core::library::parse_header;
 
 use crate::engine::lua::check_function_name;
 use crate::engine::{LuaEngine, Registered};
+use crate::hash::FnvBuild;
 use crate::host;
 use crate::rm::Ctx;
 
@@ -67,7 +44,7 @@ type FnPos = (usize, usize);
 pub struct Registry {
     libraries: Vec<Library>,
     /// Lower-cased function name → position (function names are case-insensitive).
-    functions: HashMap<Vec<u8>, FnPos, BuildHasherDefault<Fnv>>,
+    functions: HashMap<Vec<u8>, FnPos, FnvBuild>,
 }
 
 /// RESTORE policies.

@@ -126,7 +126,7 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
         let callback = found.function.callback;
         let mut run = RunCtx {
             ctx,
-            function: found.function.name.clone(),
+            function_ptr: found.function.name.as_str(),
             argv_ptr: argv.as_ptr().cast(),
             argv_len: argv.len(),
             has_user: None,
@@ -145,6 +145,7 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
         };
         engine::clear_kill();
         let out = rt.engine.call(&mut run, callback, keys, args);
+        crate::commands::disarm_kill_filter(ctx);
         engine::clear_kill();
         if api::selected_db(ctx) != run.original_db {
             api::select_db(ctx, run.original_db);

@@ -484,7 +484,7 @@ pub fn stats(ctx: Ctx, argv: &[&[u8]]) {
         Some(run) => {
             api::reply_map(ctx, 3);
             api::reply_bulk(ctx, b"name");
-            api::reply_bulk(ctx, run.function.as_bytes());
+            api::reply_bulk(ctx, run.function().as_bytes());
             api::reply_bulk(ctx, b"command");
             let argv = run.argv();
             api::reply_array(ctx, argv.len() as i64);

@@ -1,8 +1,12 @@
 //! While an rfunc function runs, `FUNCTION KILL` means it: the built-in's KILL knows nothing of rfunc's
 //! functions and would answer NOTBUSY, so it is rewritten to RFUNC.KILL. `SCRIPT KILL` gets the built-in's answer
-//! for a running function (BUSY ... only FUNCTION KILL). The filter costs one thread-local read per command when
-//! no rfunc function runs.
+//! for a running function (BUSY ... only FUNCTION KILL).
+//!
+//! Other clients' commands reach the server during a run only through the run's yields, so the filter is
+//! registered at a run's first hook tick (before its first yield) and removed when the run ends: the rest of
+//! the time the server runs every command without calling into rfunc.
 
+use std::cell::Cell;
 use std::ffi::c_int;
 
 use valkey_module::raw;
@@ -52,12 +56,31 @@ pub fn script_kill(ctx: Ctx, _argv: &[&[u8]]) {
     }
 }
 
-pub fn register(ctx: Ctx) {
-    unsafe {
-        api::api!(RedisModule_RegisterCommandFilter)(
-            ctx,
-            Some(filter),
-            raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
-        )
-    };
+thread_local! {
+    static REGISTERED: Cell<*mut raw::RedisModuleCommandFilter> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Registers the filter if it is not (called from a running function's hook, before it yields).
+pub fn arm(ctx: Ctx) {
+    REGISTERED.with(|r| {
+        if r.get().is_null() {
+            r.set(unsafe {
+                api::api!(RedisModule_RegisterCommandFilter)(
+                    ctx,
+                    Some(filter),
+                    raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
+                )
+            });
+        }
+    });
+}
+
+/// Removes the filter if a run registered it.
+pub fn disarm(ctx: Ctx) {
+    REGISTERED.with(|r| {
+        let f = r.replace(std::ptr::null_mut());
+        if !f.is_null() {
+            unsafe { api::api!(RedisModule_UnregisterCommandFilter)(ctx, f) };
+        }
+    });
 }

@@ -5,6 +5,8 @@ mod fcall;
 mod functions;
 mod killfilter;
 
+pub use killfilter::{arm as arm_kill_filter, disarm as disarm_kill_filter};
+
 use std::ffi::{c_char, c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
@@ -89,8 +91,8 @@ entry!(
     "rfunc.script-kill",
     killfilter::script_kill
 );
-/// RFUNC.FCALL / FCALL_RO: the server asks for the key positions (getkeys-api) before most calls; answer that
-/// without building the argument list.
+/// RFUNC.FCALL / FCALL_RO: in a cluster the server asks for the key positions (getkeys-api) before most calls;
+/// answer that without building the argument list.
 macro_rules! fcall_entry {
     ($fname:ident, $name:expr, $handler:path) => {
         unsafe extern "C" fn $fname(
@@ -452,10 +454,18 @@ fn build_args(
 
 /// Registers every RFUNC command with its metadata, and the KILL filter. Called from the module's init.
 pub fn register(ctx: Ctx) -> Result<(), String> {
-    killfilter::register(ctx);
+    // The key-position callback (getkeys-api) is what makes a cluster route RFUNC.FCALL by its keys (MOVED,
+    // CROSSSLOT): the key specs alone do not. Outside a cluster the key specs answer every key question (ACL,
+    // COMMAND GETKEYS, tracking), in C, while the callback would cost a module call before every command.
+    let cluster = api::context_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0;
     for spec in specs() {
         let name = CString::new(spec.name).expect("command name");
-        let flags = CString::new(spec.flags).expect("flags");
+        let flags = if cluster {
+            spec.flags.to_owned()
+        } else {
+            spec.flags.replace(" getkeys-api", "")
+        };
+        let flags = CString::new(flags).expect("flags");
         let rc = unsafe {
             api::api!(RedisModule_CreateCommand)(
                 ctx,

@@ -12,6 +12,7 @@ use rfunc_core::fpconv::lua_number_arg;
 use valkey_module::raw;
 
 use super::lua::{push_bytes, push_error_table, running, to_bytes as lua_bytes};
+use crate::hash::FnvBuild;
 use crate::host;
 use crate::rm::{self as api, reply};
 
@@ -23,8 +24,55 @@ pub struct CommandFlags {
     pub container: bool,
 }
 
+/// Command flags by lower-cased name, and in front of it a small memo of the names exactly as functions spell
+/// them (`'get'`, `'GET'`), so a call that names the same command as a recent one skips lower-casing and
+/// hashing.
+#[derive(Default)]
+struct Commands {
+    by_name: HashMap<Vec<u8>, Option<CommandFlags>, FnvBuild>,
+    memo: [MemoEntry; MEMO_SLOTS],
+}
+
+const MEMO_SLOTS: usize = 16;
+const MEMO_NAME: usize = 22;
+
+#[derive(Clone, Copy, Default)]
+struct MemoEntry {
+    len: u8,
+    name: [u8; MEMO_NAME],
+    flags: Option<CommandFlags>,
+}
+
+fn memo_slot(name: &[u8]) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in name {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    (h >> 16) as usize % MEMO_SLOTS
+}
+
+impl Commands {
+    fn memo_get(&self, name: &[u8]) -> Option<Option<CommandFlags>> {
+        if name.is_empty() || name.len() > MEMO_NAME {
+            return None;
+        }
+        let e = &self.memo[memo_slot(name)];
+        (e.len as usize == name.len() && &e.name[..name.len()] == name).then_some(e.flags)
+    }
+
+    fn memo_put(&mut self, name: &[u8], flags: Option<CommandFlags>) {
+        if name.is_empty() || name.len() > MEMO_NAME {
+            return;
+        }
+        let e = &mut self.memo[memo_slot(name)];
+        e.len = name.len() as u8;
+        e.name[..name.len()].copy_from_slice(name);
+        e.flags = flags;
+    }
+}
+
 thread_local! {
-    static COMMANDS: RefCell<HashMap<Vec<u8>, Option<CommandFlags>>> = RefCell::new(HashMap::new());
+    static COMMANDS: RefCell<Commands> = RefCell::new(Commands::default());
 }
 
 /// Forgets cached command flags: after MODULE LOAD / UNLOAD the command table may have changed.
@@ -36,7 +84,7 @@ unsafe extern "C" fn on_module_change(
 ) {
     COMMANDS.with(|c| {
         if let Ok(mut m) = c.try_borrow_mut() {
-            m.clear();
+            *m = Commands::default();
         }
     });
 }
@@ -65,7 +113,7 @@ fn lowercase<'a>(name: &[u8], buf: &'a mut [u8; 64], owned: &'a mut Vec<u8>) -> 
 fn command_info(ctx: api::Ctx, name: &[u8]) -> Option<CommandFlags> {
     let (mut buf, mut owned) = ([0u8; 64], Vec::new());
     let key = lowercase(name, &mut buf, &mut owned);
-    if let Some(hit) = COMMANDS.with(|c| c.borrow().get(key).copied()) {
+    if let Some(hit) = COMMANDS.with(|c| c.borrow().by_name.get(key).copied()) {
         return hit;
     }
     let r = api::call_simple(ctx, "COMMAND", &[b"INFO", key]);
@@ -90,13 +138,21 @@ fn command_info(ctx: api::Ctx, name: &[u8]) -> Option<CommandFlags> {
         }
     }
     drop(r);
-    COMMANDS.with(|c| c.borrow_mut().insert(key.to_vec(), found));
+    COMMANDS.with(|c| c.borrow_mut().by_name.insert(key.to_vec(), found));
     found
 }
 
 /// Flags of a command (a container command's flags come from its subcommand, `sub`).
 pub fn flags_of(ctx: api::Ctx, name: &[u8], sub: Option<&[u8]>) -> Option<CommandFlags> {
-    let top = command_info(ctx, name)?;
+    if let Some(hit) = COMMANDS.with(|c| c.borrow().memo_get(name)) {
+        return hit;
+    }
+    let top = command_info(ctx, name);
+    // Only what does not depend on a subcommand is memoised.
+    if !top.is_some_and(|t| t.container) {
+        COMMANDS.with(|c| c.borrow_mut().memo_put(name, top));
+    }
+    let top = top?;
     match sub {
         Some(sub) if top.container => {
             let full = [name, b"|", sub].concat();
@@ -210,19 +266,6 @@ thread_local! {
 }
 
 /// The RM_Call flag letters of a call from a function, NUL-terminated, built on the stack.
-/// Does the calling client have an ACL user? (A module's RM_Call client has none: calls from the function are
-/// then not checked as a user.)
-fn has_user(ctx: api::Ctx) -> bool {
-    unsafe {
-        let name = api::api!(RedisModule_GetCurrentUserName)(ctx);
-        if name.is_null() {
-            return false;
-        }
-        api::free_string(ctx, name);
-        true
-    }
-}
-
 fn call_flags(run: &mut super::RunCtx, out: &mut [u8; 16]) {
     let mut n = 0;
     let mut push = |c: u8| {
@@ -233,9 +276,8 @@ fn call_flags(run: &mut super::RunCtx, out: &mut [u8; 16]) {
     push(b'v');
     push(b'E');
     push(b'S');
-    let ctx = run.ctx;
-    if *run.has_user.get_or_insert_with(|| has_user(ctx)) {
-        // ACL checks as the calling user.
+    if run.has_user != Some(false) {
+        // ACL checks as the calling user (see `call_as_caller` for callers without one).
         push(b'C');
     }
     if !run.allow_oom && !run.wrote {
@@ -258,6 +300,25 @@ fn call_flags(run: &mut super::RunCtx, out: &mut [u8; 16]) {
         push(b'3');
     }
     out[n] = 0;
+}
+
+/// RM_Call with the run's flags. A caller without an ACL user (the primary, the AOF, a module's RM_Call without
+/// `C`) makes RM_Call refuse `C` with ENOTSUP before it checks or runs anything: the run then calls without it.
+/// Asking up front (RM_GetCurrentUserName) would cost an allocation on every run.
+unsafe fn call_as_caller(
+    run: &mut super::RunCtx,
+    name: &[u8],
+    fmt: &mut [u8; 16],
+    args: &[*mut raw::RedisModuleString],
+) -> (api::CallReply, c_int) {
+    let (r, errno) = api::call_argv_raw(run.ctx, name, fmt, args);
+    if errno == libc::ENOTSUP && run.has_user.is_none() {
+        drop(r);
+        run.has_user = Some(false);
+        call_flags(run, fmt);
+        return api::call_argv_raw(run.ctx, name, fmt, args);
+    }
+    (r, errno)
 }
 
 /// `server.call` (raise = true) and `server.pcall` (raise = false).
@@ -304,11 +365,7 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
                 return ours;
             }
             // The server reports a key this node does not serve before any slot rule: ask it with a dry run.
-            let mut dry = fmt;
-            let end = dry.iter().position(|&b| b == 0).unwrap_or(15);
-            dry[end] = b'D';
-            dry[end + 1] = 0;
-            let (r, errno) = api::call_argv_raw(ctx, name.bytes(), &dry, &strs[1..]);
+            let (r, errno) = dry_run(run, name.bytes(), &strs[1..]);
             if !r.0.is_null() && reply::kind(r.0) == reply::ERROR {
                 script_error_text(reply::bytes(r.0), errno)
             } else {
@@ -321,7 +378,7 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     let is_select = name.bytes().eq_ignore_ascii_case(b"select");
     let result = match slot_error {
         Some(e) => Err(e),
-        None => Ok(api::call_argv_raw(ctx, name.bytes(), &fmt, &strs[1..])),
+        None => Ok(call_as_caller(run, name.bytes(), &mut fmt, &strs[1..])),
     };
     drop(name);
     for s in strs.drain(..).filter(|s| !s.is_null()) {
@@ -355,6 +412,26 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     ffi::lua_settop(l, 0);
     push_reply(l, r.0, run.resp3, 0);
     Ok(1)
+}
+
+/// The call with the run's flags plus `D` (all the server's checks, nothing run).
+unsafe fn dry_run(
+    run: &mut super::RunCtx,
+    name: &[u8],
+    args: &[*mut raw::RedisModuleString],
+) -> (api::CallReply, c_int) {
+    let mut fmt = [0u8; 16];
+    call_flags(run, &mut fmt);
+    let end = fmt.iter().position(|&b| b == 0).unwrap_or(14);
+    fmt[end] = b'D';
+    fmt[end + 1] = 0;
+    let (r, errno) = api::call_argv_raw(run.ctx, name, &fmt, args);
+    if errno == libc::ENOTSUP && run.has_user.is_none() {
+        drop(r);
+        run.has_user = Some(false);
+        return dry_run(run, name, args);
+    }
+    (r, errno)
 }
 
 /// Cluster rules for the keys of a call, as the server checks them for its own scripts: one command's keys in

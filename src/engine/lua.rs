@@ -67,6 +67,7 @@ struct Memory {
     used: Cell<usize>,
     /// Set when an allocation was refused because of `rfunc.max-memory`.
     limit_hit: Cell<bool>,
+    blocks: super::heap::BlockCache,
 }
 
 pub struct LuaEngine {
@@ -86,17 +87,13 @@ unsafe extern "C" fn l_alloc(
     osize: usize,
     nsize: usize,
 ) -> *mut c_void {
-    use valkey_module::raw;
     let mem = &*(ud as *const Memory);
     // Lua passes osize = 0 with a null block.
     let old = if p.is_null() { 0 } else { osize };
     if nsize == 0 {
         if !p.is_null() {
             mem.used.set(mem.used.get().saturating_sub(old));
-            match raw::RedisModule_Free {
-                Some(f) => f(p),
-                None => libc::free(p),
-            }
+            mem.blocks.free(p, old);
         }
         return ptr::null_mut();
     }
@@ -106,11 +103,7 @@ unsafe extern "C" fn l_alloc(
         mem.limit_hit.set(true);
         return ptr::null_mut();
     }
-    let np = match raw::RedisModule_Realloc {
-        // zrealloc(NULL, n) allocates.
-        Some(f) => f(p, nsize),
-        None => libc::realloc(p, nsize),
-    };
+    let np = mem.blocks.realloc(p, old, nsize);
     if !np.is_null() {
         mem.used.set(mem.used.get().saturating_sub(old) + nsize);
     }
@@ -223,7 +216,8 @@ pub struct LoadCtx {
 /// Per-call state of a running function.
 pub struct RunCtx {
     pub ctx: api::Ctx,
-    pub function: String,
+    /// The function's registered name (see `function()`).
+    pub function_ptr: *const str,
     /// The caller's command, for RFUNC.STATS (see `argv()`).
     pub argv_ptr: *const &'static [u8],
     pub argv_len: usize,
@@ -249,6 +243,12 @@ pub struct RunCtx {
 }
 
 impl RunCtx {
+    /// The running function's name. Valid while it runs: the registry does not change during a run.
+    pub fn function(&self) -> &str {
+        // SAFETY: set from the registry's function entry, which outlives the run.
+        unsafe { &*self.function_ptr }
+    }
+
     /// The caller's command. Valid while the function runs: it points into the command's arguments.
     pub fn argv(&self) -> &[&[u8]] {
         // SAFETY: set from the running command's argument slice, which outlives the run.
@@ -359,6 +359,7 @@ impl LuaEngine {
             refs: Cell::new(Refs::default()),
             used: Cell::new(0),
             limit_hit: Cell::new(false),
+            blocks: Default::default(),
         });
         let l = unsafe { ffi::lua_newstate(l_alloc, &*mem as *const Memory as *mut c_void) };
         if l.is_null() {
@@ -1168,7 +1169,7 @@ unsafe fn call_function(
         out.out_of_memory = true;
         let mut m = memory_error(l);
         m.extend_from_slice(b" script: ");
-        m.extend_from_slice(run.function.as_bytes());
+        m.extend_from_slice(run.function().as_bytes());
         out.error = Some(m);
         return;
     }
@@ -1178,7 +1179,7 @@ unsafe fn call_function(
             Some((source, line)) => {
                 let mut m = msg;
                 m.extend_from_slice(b" script: ");
-                m.extend_from_slice(run.function.as_bytes());
+                m.extend_from_slice(run.function().as_bytes());
                 m.extend_from_slice(b", on ");
                 m.extend_from_slice(&source);
                 m.extend_from_slice(format!(":{line}.").as_bytes());

@@ -2,6 +2,7 @@
 //! `LuaEngine` (load a library's code and collect its registrations, call a function, report memory, free).
 
 pub mod call;
+mod heap;
 mod libs;
 pub mod lua;
 pub mod reply;
@@ -25,9 +26,11 @@ pub fn kill_requested() -> bool {
     KILL.load(Ordering::Relaxed)
 }
 
-/// Called from the run hook: logs the built-in's "Slow script detected" line once the function passes the busy
-/// threshold (the server does not log it for module yields).
+/// Called from the run hook, before it yields: arms the KILL command filter, and logs the built-in's "Slow
+/// script detected" line once the function passes the busy threshold (the server does not log it for module
+/// yields).
 pub fn on_busy_tick(run: &mut RunCtx) {
+    crate::commands::arm_kill_filter(run.ctx);
     if run.busy_reported {
         return;
     }
@@ -37,7 +40,7 @@ pub fn on_busy_tick(run: &mut RunCtx) {
         let msg = format!(
             "Slow script detected: still in execution after {} milliseconds. You can try killing the script using the RFUNC.KILL command. Script name is: {}.",
             run.start.elapsed().as_millis(),
-            run.function
+            run.function()
         );
         crate::rm::log(run.ctx, "warning", msg.as_bytes());
     }
