@@ -46,6 +46,7 @@ fn main() {
         .files(&files)
         .warnings(false)
         .flag_if_supported("-fno-common")
+        .opt_level(2)
         .compile("lua5.1-rfunc");
 
     // `cc` prints rustc-link-lib=static=lua5.1-rfunc and the search path.

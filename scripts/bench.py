@@ -2,10 +2,18 @@
 """make bench: RFUNC.FCALL vs the built-in FCALL, side by side on one server, as ratios.
 
 One valkey-server (Valkey 9.1.2 by default, VALKEY_SERVER overrides) with rfunc loaded; the same library is
-loaded into the built-in and into rfunc. valkey-benchmark (-c 50 -P 16) runs each workload for about
-BENCH_SECONDS seconds, alternating built-in and rfunc, for BENCH_ROUNDS rounds; the table shows the median
-requests/s of each and the ratio rfunc / built-in. Then DUMP / RESTORE of the 2000-function vector, RDB save +
-load with 1000 libraries, and the memory of 1000 libraries, each as a ratio (>= 1.0: rfunc is as good or better).
+loaded into the built-in and into rfunc. With two CPUs or more, the server runs on CPU 0 and valkey-benchmark on
+CPU 1. valkey-benchmark (-c 50 -P 16) runs each workload for about BENCH_SECONDS seconds, built-in and rfunc
+back to back (ABBA order), for BENCH_ROUNDS rounds; the table shows the median requests/s of each and the median
+of the rounds' ratios rfunc / built-in (a round's two runs share the machine's conditions of the moment).
+
+Wall-clock figures on a shared VM move by tens of percent from one minute to the next, so the same workloads are
+also counted in instructions: a second server runs under callgrind and each workload's server-side instructions
+per call (network reading and writing included, the kernel not) are compared, built-in / rfunc
+(BENCH_CALLGRIND=0 skips it; needs valgrind).
+
+Then DUMP / RESTORE of the 2000-function vector, RDB save + load with 1000 libraries, and the memory of 1000
+libraries, each as a ratio (>= 1.0: rfunc is as good or better).
 """
 
 import os
@@ -23,6 +31,11 @@ MODULE = os.environ.get("RFUNC_MODULE", os.path.join(ROOT, "target/release/librf
 BENCHMARK = os.environ.get("VALKEY_BENCHMARK", shutil.which("valkey-benchmark") or "/usr/bin/valkey-benchmark")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+CALLGRIND = os.environ.get("BENCH_CALLGRIND", "1") != "0"
+# Server on CPU 0, client on CPU 1, when there are two CPUs and taskset.
+PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+SERVER_PIN = ["taskset", "-c", "0"] if PIN else []
+CLIENT_PIN = ["taskset", "-c", "1"] if PIN else []
 
 LIBRARY = """#!lua name=bench
 server.register_function('ret1', function() return 1 end)
@@ -93,13 +106,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(workdir):
+def start_server(workdir, wrapper=(), wait=10.0):
     port = free_port()
     proc = subprocess.Popen(
-        [SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--save", "", "--appendonly", "no",
+        list(wrapper) + [SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--save", "", "--appendonly", "no",
          "--enable-debug-command", "yes", "--logfile", os.path.join(workdir, "server.log"), "--loadmodule", MODULE],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
+    deadline = time.time() + wait
+    while time.time() < deadline:
         try:
             c = Conn(port)
             c.call("PING")
@@ -111,8 +125,9 @@ def start_server(workdir):
     sys.exit("valkey-server did not start")
 
 
-def benchmark(port, cmd, requests):
-    out = subprocess.run([BENCHMARK, "-p", str(port), "-c", "50", "-P", "16", "-n", str(requests), "--csv"] + cmd,
+def benchmark(port, cmd, requests, clients=50, pipeline=16):
+    out = subprocess.run(CLIENT_PIN + [BENCHMARK, "-p", str(port), "-c", str(clients), "-P", str(pipeline),
+                                       "-n", str(requests), "--csv"] + cmd,
                          capture_output=True, text=True, check=True).stdout
     line = [l for l in out.splitlines() if l.strip()][-1]
     return float(line.split(",")[1].strip('"'))
@@ -127,99 +142,179 @@ def median_time(fn, repeat):
     return statistics.median(times)
 
 
+def load_bench_data(c):
+    c.call("FUNCTION", "LOAD", "REPLACE", LIBRARY)
+    c.call("RFUNC.LOAD", "REPLACE", LIBRARY)
+    c.call("SET", "bench:k", "v")
+    c.call("HSET", "bench:h", "f", "v")
+
+
+def commands(args, ro):
+    return ["FCALL_RO" if ro else "FCALL"] + args, ["RFUNC.FCALL_RO" if ro else "RFUNC.FCALL"] + args
+
+
+def throughput(port):
+    print(f"{'workload':<22}{'built-in req/s':>16}{'rfunc req/s':>16}{'ratio':>8}")
+    ratios = []
+    for title, args, ro in WORKLOADS:
+        builtin_cmd, rfunc_cmd = commands(args, ro)
+        # Calibrate the request count for about SECONDS seconds per run.
+        probe = benchmark(port, builtin_cmd, 50000)
+        requests = max(50000, int(probe * SECONDS))
+        b, r, rr = [], [], []
+        for rnd in range(ROUNDS):
+            order = [("b", builtin_cmd), ("r", rfunc_cmd)]
+            got = {}
+            for which, cmd in (order if rnd % 2 == 0 else order[::-1]):
+                got[which] = benchmark(port, cmd, requests)
+            b.append(got["b"])
+            r.append(got["r"])
+            rr.append(got["r"] / got["b"])
+        ratio = statistics.median(rr)
+        ratios.append(ratio)
+        print(f"{title:<22}{statistics.median(b):>16,.0f}{statistics.median(r):>16,.0f}{ratio:>8.2f}")
+    return ratios
+
+
+def callgrind_counts():
+    """Server-side instructions per call of each workload, under callgrind (deterministic, unlike wall time)."""
+    workdir = tempfile.mkdtemp(prefix="rfunc-bench-cg-")
+    out = os.path.join(workdir, "cg.out")
+    proc, port = start_server(workdir, ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out + ".%n"],
+                              wait=120.0)
+    try:
+        c = Conn(port)
+        load_bench_data(c)
+        print(f"\n{'instructions per call':<22}{'built-in':>16}{'rfunc':>16}{'ratio':>8}")
+        ratios = []
+
+        def count(cmd, calls):
+            subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
+            benchmark(port, cmd, calls, clients=1, pipeline=50)
+            before = set(os.listdir(workdir))
+            subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
+            new = [f for f in os.listdir(workdir) if f.startswith("cg.out") and f not in before]
+            dump = max((os.path.join(workdir, f) for f in new), key=os.path.getmtime)
+            for line in open(dump):
+                if line.startswith(("summary:", "totals:")):
+                    return int(line.split()[1]) / calls
+            raise RuntimeError("no totals in " + dump)
+
+        for title, args, ro in WORKLOADS:
+            builtin_cmd, rfunc_cmd = commands(args, ro)
+            calls = 2000 if title.startswith(("1000-iteration", "100-element")) else 10000
+            # Warm both paths (first-call caches) before counting.
+            benchmark(port, builtin_cmd, 200, clients=1, pipeline=50)
+            benchmark(port, rfunc_cmd, 200, clients=1, pipeline=50)
+            ib, ir = count(builtin_cmd, calls), count(rfunc_cmd, calls)
+            ratios.append(ib / ir)
+            print(f"{title:<22}{ib:>16,.0f}{ir:>16,.0f}{ib / ir:>8.2f}")
+        return ratios
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def operations(c):
+    print(f"\n{'operation':<40}{'built-in':>12}{'rfunc':>12}{'ratio':>8}")
+    ratios = []
+    big = open(os.path.join(ROOT, "core/tests/vectors/valkey-9.1.2--big-2000-functions.bin"), "rb").read()
+    c.call("FUNCTION", "FLUSH", "SYNC")
+    c.call("RFUNC.FLUSH", "SYNC")
+    tb = median_time(lambda: c.call("FUNCTION", "RESTORE", big, "REPLACE"), 5)
+    tr = median_time(lambda: c.call("RFUNC.RESTORE", big, "REPLACE"), 5)
+    ratios.append(tb / tr)
+    print(f"{'RESTORE 2000-function payload (ms)':<40}{tb * 1e3:>12.2f}{tr * 1e3:>12.2f}{tb / tr:>8.2f}")
+    db = median_time(lambda: c.call("FUNCTION", "DUMP"), 20)
+    dr = median_time(lambda: c.call("RFUNC.DUMP"), 20)
+    ratios.append(db / dr)
+    print(f"{'DUMP 2000-function payload (ms)':<40}{db * 1e3:>12.2f}{dr * 1e3:>12.2f}{db / dr:>8.2f}")
+    c.call("FUNCTION", "FLUSH", "SYNC")
+    c.call("RFUNC.FLUSH", "SYNC")
+
+    libs = [f"#!lua name=lib{i}\nserver.register_function('f{i}', function(k, a) return {{{i}, k[1], a[1]}} end)\n"
+            for i in range(1000)]
+
+    def info(conn, section):
+        fields = {}
+        for line in conn.call("INFO", section).decode().splitlines():
+            if ":" in line and not line.startswith("#"):
+                k, v = line.split(":", 1)
+                fields[k] = v
+        return fields
+
+    # RDB save + load (DEBUG RELOAD) with 1000 libraries in one registry, the other empty.
+    for code in libs:
+        c.call("FUNCTION", "LOAD", code)
+    sb = median_time(lambda: c.call("DEBUG", "RELOAD"), 3)
+    c.call("FUNCTION", "FLUSH", "SYNC")
+    for code in libs:
+        c.call("RFUNC.LOAD", code)
+    sr = median_time(lambda: c.call("DEBUG", "RELOAD"), 3)
+    c.call("RFUNC.FLUSH", "SYNC")
+    ratios.append(sb / sr)
+    print(f"{'RDB save + load, 1000 libraries (ms)':<40}{sb * 1e3:>12.1f}{sr * 1e3:>12.1f}{sb / sr:>8.2f}")
+
+    # Memory of 1000 libraries, each on a fresh server. The built-in's Lua heap is allocated with libc, outside
+    # used_memory, and reported as used_memory_vm_functions (Lua's own count, without malloc's overhead): its
+    # figure is the growth of used_memory (registry, code, dictionaries) plus the growth of that heap. rfunc's
+    # Lua heap goes through the server's allocator, so its figure is the growth of used_memory alone (Lua
+    # heap with malloc's overhead, the registry and the block cache).
+    used = []
+    for which in ("builtin", "rfunc"):
+        wd = tempfile.mkdtemp(prefix="rfunc-bench-mem-")
+        p2, port2 = start_server(wd)
+        try:
+            m = Conn(port2)
+            before = info(m, "memory")
+            for code in libs:
+                if which == "builtin":
+                    m.call("FUNCTION", "LOAD", code)
+                else:
+                    m.call("RFUNC.LOAD", code)
+            after = info(m, "memory")
+            grown = int(after["used_memory"]) - int(before["used_memory"])
+            if which == "builtin":
+                grown += int(after["used_memory_vm_functions"]) - int(before["used_memory_vm_functions"])
+            used.append(grown)
+        finally:
+            p2.terminate()
+            p2.wait()
+            shutil.rmtree(wd, ignore_errors=True)
+    used_b, used_r = used
+    ratios.append(used_b / used_r)
+    print(f"{'memory of 1000 libraries (KiB)':<40}{used_b / 1024:>12.0f}{used_r / 1024:>12.0f}{used_b / used_r:>8.2f}")
+    return ratios
+
+
 def main():
     for path, what in [(SERVER, "server"), (MODULE, "module"), (BENCHMARK, "valkey-benchmark")]:
         if not os.path.exists(path):
             sys.exit(f"{what} not found at {path} (run make build / scripts/setup.sh)")
     workdir = tempfile.mkdtemp(prefix="rfunc-bench-")
-    proc, port = start_server(workdir)
+    proc, port = start_server(workdir, SERVER_PIN)
     try:
         c = Conn(port)
         version = [l for l in c.call("INFO", "server").decode().splitlines() if l.startswith("valkey_version:")][0]
-        c.call("FUNCTION", "LOAD", "REPLACE", LIBRARY)
-        c.call("RFUNC.LOAD", "REPLACE", LIBRARY)
-        c.call("SET", "bench:k", "v")
-        print(f"server {version.split(':')[1]}, valkey-benchmark -c 50 -P 16, ~{SECONDS:g} s per run, "
-              f"{ROUNDS} rounds alternating built-in and rfunc (medians)\n")
-        print(f"{'workload':<22}{'built-in req/s':>16}{'rfunc req/s':>16}{'ratio':>8}")
-        ratios = []
-        for title, args, ro in WORKLOADS:
-            builtin_cmd = ["FCALL_RO" if ro else "FCALL"] + args
-            rfunc_cmd = ["RFUNC.FCALL_RO" if ro else "RFUNC.FCALL"] + args
-            # Calibrate the request count for about SECONDS seconds per run.
-            probe = benchmark(port, builtin_cmd, 50000)
-            requests = max(50000, int(probe * SECONDS))
-            b, r = [], []
-            for rnd in range(ROUNDS):
-                pair = [(builtin_cmd, b), (rfunc_cmd, r)]
-                for cmd, acc in (pair if rnd % 2 == 0 else pair[::-1]):
-                    acc.append(benchmark(port, cmd, requests))
-            mb, mr = statistics.median(b), statistics.median(r)
-            ratios.append(mr / mb)
-            print(f"{title:<22}{mb:>16,.0f}{mr:>16,.0f}{mr / mb:>8.2f}")
-
-        print(f"\n{'operation':<40}{'built-in':>12}{'rfunc':>12}{'ratio':>8}")
-        big = open(os.path.join(ROOT, "core/tests/vectors/valkey-9.1.2--big-2000-functions.bin"), "rb").read()
-        c.call("FUNCTION", "FLUSH", "SYNC")
-        c.call("RFUNC.FLUSH", "SYNC")
-        tb = median_time(lambda: c.call("FUNCTION", "RESTORE", big, "REPLACE"), 5)
-        tr = median_time(lambda: c.call("RFUNC.RESTORE", big, "REPLACE"), 5)
-        print(f"{'RESTORE 2000-function payload (ms)':<40}{tb * 1e3:>12.2f}{tr * 1e3:>12.2f}{tb / tr:>8.2f}")
-        db = median_time(lambda: c.call("FUNCTION", "DUMP"), 20)
-        dr = median_time(lambda: c.call("RFUNC.DUMP"), 20)
-        print(f"{'DUMP 2000-function payload (ms)':<40}{db * 1e3:>12.2f}{dr * 1e3:>12.2f}{db / dr:>8.2f}")
-        c.call("FUNCTION", "FLUSH", "SYNC")
-        c.call("RFUNC.FLUSH", "SYNC")
-
-        libs = [f"#!lua name=lib{i}\nserver.register_function('f{i}', function(k, a) return {{{i}, k[1], a[1]}} end)\n"
-                for i in range(1000)]
-
-        def mem(conn, field):
-            info = conn.call("INFO", "memory").decode()
-            return int([l for l in info.splitlines() if l.startswith(field + ":")][0].split(":")[1])
-
-        # RDB save + load (DEBUG RELOAD) with 1000 libraries in one registry, the other empty.
-        for code in libs:
-            c.call("FUNCTION", "LOAD", code)
-        sb = median_time(lambda: c.call("DEBUG", "RELOAD"), 3)
-        c.call("FUNCTION", "FLUSH", "SYNC")
-        for code in libs:
-            c.call("RFUNC.LOAD", code)
-        sr = median_time(lambda: c.call("DEBUG", "RELOAD"), 3)
-        c.call("RFUNC.FLUSH", "SYNC")
-        print(f"{'RDB save + load, 1000 libraries (ms)':<40}{sb * 1e3:>12.1f}{sr * 1e3:>12.1f}{sb / sr:>8.2f}")
-
-        # Memory of 1000 libraries, each on a fresh server: the built-in's Lua VM and function overhead
-        # (used_memory_vm_functions + used_memory_functions), rfunc's growth of used_memory (its Lua heap and
-        # registry are allocated through the server's allocator).
-        used = []
-        for which in ("builtin", "rfunc"):
-            wd = tempfile.mkdtemp(prefix="rfunc-bench-mem-")
-            p2, port2 = start_server(wd)
-            try:
-                m = Conn(port2)
-                if which == "builtin":
-                    base = mem(m, "used_memory_vm_functions") + mem(m, "used_memory_functions")
-                    for code in libs:
-                        m.call("FUNCTION", "LOAD", code)
-                    used.append(mem(m, "used_memory_vm_functions") + mem(m, "used_memory_functions") - base)
-                else:
-                    base = mem(m, "used_memory")
-                    for code in libs:
-                        m.call("RFUNC.LOAD", code)
-                    used.append(mem(m, "used_memory") - base)
-            finally:
-                p2.terminate()
-                p2.wait()
-                shutil.rmtree(wd, ignore_errors=True)
-        used_b, used_r = used
-        print(f"{'memory of 1000 libraries (KiB)':<40}{used_b / 1024:>12.0f}{used_r / 1024:>12.0f}{used_b / used_r:>8.2f}")
-        print("\nratio: rfunc / built-in for throughput; built-in / rfunc for times and memory (>= 1.0 is rfunc as good or better)")
-        print(f"lowest throughput ratio: {min(ratios):.2f}")
+        load_bench_data(c)
+        pinned = "server on CPU 0, client on CPU 1" if PIN else "not pinned"
+        print(f"server {version.split(':')[1]}, valkey-benchmark -c 50 -P 16, ~{SECONDS:g} s per run, {ROUNDS} rounds "
+              f"(ABBA; medians, ratio = median of the rounds' ratios), {pinned}\n")
+        wall = throughput(port)
+        ops = operations(c)
     finally:
         proc.terminate()
         proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+    counted = []
+    if CALLGRIND and shutil.which("valgrind") and shutil.which("callgrind_control"):
+        counted = callgrind_counts()
+    elif CALLGRIND:
+        print("\n(instruction counts skipped: valgrind not installed)")
+    print("\nratio: rfunc / built-in for throughput; built-in / rfunc for instructions, times and memory "
+          "(>= 1.0 is rfunc as good or better)")
+    print(f"lowest throughput ratio: {min(wall):.2f}; lowest other ratio: {min(ops + counted):.2f}")
 
 
 if __name__ == "__main__":

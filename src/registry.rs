@@ -2,13 +2,15 @@
 //! policies. It knows the engine only through `LuaEngine`'s small interface. Every change is built aside and
 //! swapped in, so a failed LOAD or RESTORE leaves the registry exactly as it was.
 
-use std::collections::HashMap;
+use std::hash::Hasher;
+
+use hashbrown::HashTable;
 
 use rfunc_core::library::parse_header;
 
 use crate::engine::lua::check_function_name;
 use crate::engine::{LuaEngine, Registered};
-use crate::hash::FnvBuild;
+use crate::hash::Fnv;
 use crate::host;
 use crate::rm::Ctx;
 
@@ -38,13 +40,23 @@ impl Library {
 }
 
 /// Where a function lives: (library index, function index).
-type FnPos = (usize, usize);
+type FnPos = (u32, u32);
 
 #[derive(Default)]
 pub struct Registry {
     libraries: Vec<Library>,
-    /// Lower-cased function name → position (function names are case-insensitive).
-    functions: HashMap<Vec<u8>, FnPos, FnvBuild>,
+    /// Function positions hashed by the lower-cased name and compared against the names in `libraries`
+    /// (function names are case-insensitive): no second copy of the names.
+    functions: HashTable<FnPos>,
+}
+
+/// The index hash of a function name: FNV-1a over its lower-cased bytes.
+fn name_hash(name: &[u8]) -> u64 {
+    let mut h = Fnv::default();
+    for b in name {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+    h.finish()
 }
 
 /// RESTORE policies.
@@ -76,25 +88,49 @@ impl Registry {
 
     /// Case-insensitive function lookup.
     pub fn function(&self, name: &[u8]) -> Option<FunctionRef<'_>> {
-        let pos = if name.iter().any(|b| b.is_ascii_uppercase()) {
-            self.functions.get(&name.to_ascii_lowercase())
-        } else {
-            self.functions.get(name)
-        }?;
-        let library = &self.libraries[pos.0];
+        let libraries = &self.libraries;
+        let &(li, fi) = self.functions.find(name_hash(name), |&(li, fi)| {
+            libraries[li as usize].functions[fi as usize]
+                .name
+                .as_bytes()
+                .eq_ignore_ascii_case(name)
+        })?;
+        let library = &libraries[li as usize];
         Some(FunctionRef {
             library,
-            function: &library.functions[pos.1],
+            function: &library.functions[fi as usize],
         })
+    }
+
+    /// Adds the functions of library `li` to the index.
+    fn index_library(&mut self, li: usize) {
+        let libraries = &self.libraries;
+        for (fi, f) in libraries[li].functions.iter().enumerate() {
+            self.functions.insert_unique(
+                name_hash(f.name.as_bytes()),
+                (li as u32, fi as u32),
+                |&(l, f)| name_hash(libraries[l as usize].functions[f as usize].name.as_bytes()),
+            );
+        }
+    }
+
+    /// Removes the functions of library `li` from the index.
+    fn unindex_library(&mut self, li: usize) {
+        for fi in 0..self.libraries[li].functions.len() {
+            let h = name_hash(self.libraries[li].functions[fi].name.as_bytes());
+            if let Ok(entry) = self
+                .functions
+                .find_entry(h, |&pos| pos == (li as u32, fi as u32))
+            {
+                entry.remove();
+            }
+        }
     }
 
     fn reindex(&mut self) {
         self.functions.clear();
-        for (li, lib) in self.libraries.iter().enumerate() {
-            for (fi, f) in lib.functions.iter().enumerate() {
-                self.functions
-                    .insert(f.name.to_ascii_lowercase().into_bytes(), (li, fi));
-            }
+        for li in 0..self.libraries.len() {
+            self.index_library(li);
         }
     }
 
@@ -146,14 +182,19 @@ impl Registry {
             }
         }
         let name = lib.name.clone();
-        match self.libraries.iter().position(|l| l.name == name) {
+        let i = match self.libraries.iter().position(|l| l.name == name) {
             Some(i) => {
+                self.unindex_library(i);
                 let old = std::mem::replace(&mut self.libraries[i], lib);
                 engine.release(&old.functions);
+                i
             }
-            None => self.libraries.push(lib),
-        }
-        self.reindex();
+            None => {
+                self.libraries.push(lib);
+                self.libraries.len() - 1
+            }
+        };
+        self.index_library(i);
         Ok(name)
     }
 
@@ -323,7 +364,9 @@ pub fn compile(
     body_offset: usize,
     timeout: bool,
 ) -> Result<Library, Vec<u8>> {
-    let functions = engine.load_library(ctx, &code[body_offset..], timeout)?;
+    let mut functions = engine.load_library(ctx, &code[body_offset..], timeout)?;
+    // Registered in a growing vector: keep only what is used (most libraries hold one or two functions).
+    functions.shrink_to_fit();
     if functions.is_empty() {
         return Err(b"No functions registered".to_vec());
     }

@@ -206,14 +206,22 @@ pub fn call_argv(
     }
 }
 
-/// RM_Call with a ready NUL-terminated flag string (starting with `v`); the command name goes through a stack
-/// buffer when short, so the call path does not allocate for it.
-pub fn call_argv_raw(
-    ctx: Ctx,
-    cmd: &[u8],
-    fmt: &[u8; 16],
-    args: &[*mut raw::RedisModuleString],
-) -> (CallReply, c_int) {
+/// The arguments of a call: module strings (the `v` form), or plain buffers (the `b` form: the server makes
+/// the argument objects itself, which spares the module strings, their reference counting and the argv
+/// reallocation of the `v` form).
+#[derive(Clone, Copy)]
+pub enum CallArgs<'a> {
+    Strings(&'a [*mut raw::RedisModuleString]),
+    Buffers(&'a [&'a [u8]]),
+}
+
+/// Most arguments passed in the `b` form; longer calls go through module strings.
+const MAX_BUFFER_ARGS: usize = 10;
+
+/// RM_Call with the flag letters in `flags` (NUL-terminated, without an argument letter). The command name goes
+/// through a stack buffer when short, so the call path does not allocate for it. Returns the reply (null if
+/// the server refused without an error reply) and the errno the server set.
+pub fn call_raw(ctx: Ctx, cmd: &[u8], flags: &[u8; 16], args: CallArgs) -> (CallReply, c_int) {
     let mut buf = [0u8; 64];
     let owned;
     let name: *const c_char = if cmd.contains(&0) {
@@ -225,17 +233,63 @@ pub fn call_argv_raw(
         owned = CString::new(cmd).expect("no NUL");
         owned.as_ptr()
     };
-    unsafe {
-        *libc::__errno_location() = 0;
-        let reply = api!(RedisModule_Call)(
-            ctx,
-            name,
-            fmt.as_ptr() as *const c_char,
-            args.as_ptr(),
-            args.len(),
-        );
-        let errno = *libc::__errno_location();
-        (CallReply(reply), errno)
+    let letters = &flags[..flags.iter().position(|&b| b == 0).unwrap_or(flags.len())];
+    let mut fmt = [0u8; MAX_BUFFER_ARGS + 17];
+    match args {
+        CallArgs::Buffers(a) if a.len() > MAX_BUFFER_ARGS => {
+            let strs: Vec<_> = a
+                .iter()
+                .map(|b| create_string(ptr::null_mut(), b))
+                .collect();
+            let r = call_raw(ctx, cmd, flags, CallArgs::Strings(&strs));
+            for s in strs {
+                free_string(ptr::null_mut(), s);
+            }
+            r
+        }
+        CallArgs::Buffers(a) => {
+            fmt[..a.len()].fill(b'b');
+            fmt[a.len()..a.len() + letters.len()].copy_from_slice(letters);
+            let fmt = fmt.as_ptr() as *const c_char;
+            let f = api!(RedisModule_Call);
+            macro_rules! call_with {
+                ($($i:literal)*) => {
+                    f(ctx, name, fmt $(, a[$i].as_ptr() as *const c_char, a[$i].len())*)
+                };
+            }
+            unsafe {
+                *libc::__errno_location() = 0;
+                let reply = match a.len() {
+                    0 => call_with!(),
+                    1 => call_with!(0),
+                    2 => call_with!(0 1),
+                    3 => call_with!(0 1 2),
+                    4 => call_with!(0 1 2 3),
+                    5 => call_with!(0 1 2 3 4),
+                    6 => call_with!(0 1 2 3 4 5),
+                    7 => call_with!(0 1 2 3 4 5 6),
+                    8 => call_with!(0 1 2 3 4 5 6 7),
+                    9 => call_with!(0 1 2 3 4 5 6 7 8),
+                    _ => call_with!(0 1 2 3 4 5 6 7 8 9),
+                };
+                (CallReply(reply), *libc::__errno_location())
+            }
+        }
+        CallArgs::Strings(a) => {
+            fmt[0] = b'v';
+            fmt[1..1 + letters.len()].copy_from_slice(letters);
+            unsafe {
+                *libc::__errno_location() = 0;
+                let reply = api!(RedisModule_Call)(
+                    ctx,
+                    name,
+                    fmt.as_ptr() as *const c_char,
+                    a.as_ptr(),
+                    a.len(),
+                );
+                (CallReply(reply), *libc::__errno_location())
+            }
+        }
     }
 }
 

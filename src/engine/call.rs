@@ -14,7 +14,7 @@ use valkey_module::raw;
 use super::lua::{push_bytes, push_error_table, running, to_bytes as lua_bytes};
 use crate::hash::FnvBuild;
 use crate::host;
-use crate::rm::{self as api, reply};
+use crate::rm::{self as api, reply, CallArgs};
 
 /// What rfunc needs to know about a command (from `COMMAND INFO`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -272,8 +272,7 @@ fn call_flags(run: &mut super::RunCtx, out: &mut [u8; 16]) {
         out[n] = c;
         n += 1;
     };
-    // argv vector, errors as replies, script mode.
-    push(b'v');
+    // Errors as replies, script mode.
     push(b'E');
     push(b'S');
     if run.has_user != Some(false) {
@@ -309,16 +308,48 @@ unsafe fn call_as_caller(
     run: &mut super::RunCtx,
     name: &[u8],
     fmt: &mut [u8; 16],
-    args: &[*mut raw::RedisModuleString],
+    args: CallArgs,
 ) -> (api::CallReply, c_int) {
-    let (r, errno) = api::call_argv_raw(run.ctx, name, fmt, args);
+    let (r, errno) = api::call_raw(run.ctx, name, fmt, args);
     if errno == libc::ENOTSUP && run.has_user.is_none() {
         drop(r);
         run.has_user = Some(false);
         call_flags(run, fmt);
-        return api::call_argv_raw(run.ctx, name, fmt, args);
+        return api::call_raw(run.ctx, name, fmt, args);
     }
     (r, errno)
+}
+
+/// Runs `f` with the arguments of the Lua call after the command name, as byte strings borrowed from the Lua
+/// stack (numbers formatted the server's way first), kept on the stack for the usual handful.
+unsafe fn with_call_args<R>(l: *mut lua_State, argc: c_int, f: impl FnOnce(&[&[u8]]) -> R) -> R {
+    const INLINE: usize = 16;
+    // Numbers first (no allocation when there are none), so the strings can borrow them.
+    let mut numbers: Vec<String> = Vec::new();
+    for i in 2..=argc {
+        if ffi::lua_type(l, i) == ffi::LUA_TNUMBER {
+            numbers.push(lua_number_arg(ffi::lua_tonumber(l, i)));
+        }
+    }
+    let mut numbers_left = numbers.iter();
+    let mut arg = |i: c_int| -> &[u8] {
+        if ffi::lua_type(l, i) == ffi::LUA_TNUMBER {
+            numbers_left.next().expect("counted").as_bytes()
+        } else {
+            lua_bytes(l, i).unwrap_or_default()
+        }
+    };
+    let n = (argc - 1) as usize;
+    if n <= INLINE {
+        let mut bufs: [&[u8]; INLINE] = [&[]; INLINE];
+        for (k, b) in bufs.iter_mut().take(n).enumerate() {
+            *b = arg(k as c_int + 2);
+        }
+        f(&bufs[..n])
+    } else {
+        let bufs: Vec<&[u8]> = (2..=argc).map(arg).collect();
+        f(&bufs)
+    }
 }
 
 /// `server.call` (raise = true) and `server.pcall` (raise = false).
@@ -348,43 +379,49 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     }
     let mut fmt = [0u8; 16];
     call_flags(run, &mut fmt);
-    let mut strs = ARGV.with(|a| a.take());
-    // strs[0] is the command name (needed only to find the keys in cluster mode), the call gets strs[1..].
-    strs.push(if run.cluster {
-        api::create_string(ctx, name.bytes())
-    } else {
-        std::ptr::null_mut()
-    });
-    for i in 2..=argc {
-        let a = lua_arg(l, i).expect("checked");
-        strs.push(api::create_string(ctx, a.bytes()));
-    }
-    let slot_error = if run.cluster {
-        cluster_slot_check(run, name.bytes(), &mut strs).map(|(ours, ask_server)| {
-            if !ask_server {
-                return ours;
-            }
-            // The server reports a key this node does not serve before any slot rule: ask it with a dry run.
-            let (r, errno) = dry_run(run, name.bytes(), &strs[1..]);
-            if !r.0.is_null() && reply::kind(r.0) == reply::ERROR {
-                script_error_text(reply::bytes(r.0), errno)
-            } else {
-                ours
-            }
-        })
-    } else {
-        None
-    };
     let is_select = name.bytes().eq_ignore_ascii_case(b"select");
-    let result = match slot_error {
-        Some(e) => Err(e),
-        None => Ok(call_as_caller(run, name.bytes(), &mut fmt, &strs[1..])),
+    let result = if run.cluster {
+        // strs[0] is the command name (needed to find the keys), the call gets strs[1..].
+        let mut strs = ARGV.with(|a| a.take());
+        strs.push(api::create_string(ctx, name.bytes()));
+        for i in 2..=argc {
+            let a = lua_arg(l, i).expect("checked");
+            strs.push(api::create_string(ctx, a.bytes()));
+        }
+        let slot_error =
+            cluster_slot_check(run, name.bytes(), &mut strs).map(|(ours, ask_server)| {
+                if !ask_server {
+                    return ours;
+                }
+                // The server reports a key this node does not serve before any slot rule: ask it with a dry
+                // run.
+                let (r, errno) = dry_run(run, name.bytes(), CallArgs::Strings(&strs[1..]));
+                if !r.0.is_null() && reply::kind(r.0) == reply::ERROR {
+                    script_error_text(reply::bytes(r.0), errno)
+                } else {
+                    ours
+                }
+            });
+        let result = match slot_error {
+            Some(e) => Err(e),
+            None => Ok(call_as_caller(
+                run,
+                name.bytes(),
+                &mut fmt,
+                CallArgs::Strings(&strs[1..]),
+            )),
+        };
+        for s in strs.drain(..) {
+            api::free_string(ctx, s);
+        }
+        ARGV.with(|a| a.set(strs));
+        result
+    } else {
+        Ok(with_call_args(l, argc, |args| {
+            call_as_caller(run, name.bytes(), &mut fmt, CallArgs::Buffers(args))
+        }))
     };
     drop(name);
-    for s in strs.drain(..).filter(|s| !s.is_null()) {
-        api::free_string(ctx, s);
-    }
-    ARGV.with(|a| a.set(strs));
     let (r, errno) = match result {
         Ok(r) => r,
         Err(e) => return fail(&e),
@@ -415,17 +452,13 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
 }
 
 /// The call with the run's flags plus `D` (all the server's checks, nothing run).
-unsafe fn dry_run(
-    run: &mut super::RunCtx,
-    name: &[u8],
-    args: &[*mut raw::RedisModuleString],
-) -> (api::CallReply, c_int) {
+unsafe fn dry_run(run: &mut super::RunCtx, name: &[u8], args: CallArgs) -> (api::CallReply, c_int) {
     let mut fmt = [0u8; 16];
     call_flags(run, &mut fmt);
     let end = fmt.iter().position(|&b| b == 0).unwrap_or(14);
     fmt[end] = b'D';
     fmt[end + 1] = 0;
-    let (r, errno) = api::call_argv_raw(run.ctx, name, &fmt, args);
+    let (r, errno) = api::call_raw(run.ctx, name, &fmt, args);
     if errno == libc::ENOTSUP && run.has_user.is_none() {
         drop(r);
         run.has_user = Some(false);

@@ -4,10 +4,11 @@
 //! Every call makes and drops a few small objects (the KEYS and ARGV tables, strings of replies, closures), and
 //! each went through `RM_Realloc`/`RM_Free` (zmalloc's bookkeeping, then malloc): about 140 instructions a block
 //! and a block freed, a tenth of a call. Lua always tells its allocator the exact size of the block it frees, so
-//! blocks up to `SMALL_MAX` bytes are allocated rounded up to their 16-byte class and a freed one is kept for the
-//! next allocation of its class (at most `KEEP` per class, about 270 KiB in all; beyond that they go back to the
-//! server). The cached blocks stay allocated through the server's allocator, so `used_memory` still counts
-//! them; they are given back when the state is closed.
+//! blocks up to `SMALL_MAX` bytes are allocated rounded up to their 8-byte class (Lua's sizes mostly are
+//! multiples of 8 already, so this wastes next to nothing) and a freed one is kept for the next allocation of
+//! its class (at most `KEEP` per class, under 70 KiB in all; beyond that they go back to the server). The
+//! cached blocks stay allocated through the server's allocator, so `used_memory` still counts them; they are
+//! given back when the state is closed.
 
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
@@ -15,12 +16,12 @@ use std::ptr;
 
 use valkey_module::raw;
 
-const GRAIN: usize = 16;
+const GRAIN: usize = 8;
 /// Blocks up to this size are cached.
 pub const SMALL_MAX: usize = 256;
 const CLASSES: usize = SMALL_MAX / GRAIN;
 /// Freed blocks kept per class.
-const KEEP: u32 = 128;
+const KEEP: u32 = 16;
 
 struct Node {
     next: *mut Node,
@@ -177,14 +178,14 @@ mod tests {
         unsafe {
             let a = cache.alloc(40);
             cache.free(a, 40);
-            // 33..=48 share a class: the freed block comes back.
-            let b = cache.alloc(48);
+            // 33..=40 share a class: the freed block comes back.
+            let b = cache.alloc(33);
             assert_eq!(a, b);
-            let c = cache.alloc(33);
+            let c = cache.alloc(40);
             assert_ne!(b, c);
-            cache.free(b, 48);
-            cache.free(c, 33);
-            assert_eq!(cache.cached_bytes(), 2 * 48);
+            cache.free(b, 33);
+            cache.free(c, 40);
+            assert_eq!(cache.cached_bytes(), 2 * 40);
         }
     }
 
@@ -210,7 +211,7 @@ mod tests {
             }
             let mut size = 10;
             // Within the class, then to larger classes, past SMALL_MAX and back.
-            for new in [16, 17, 200, 256, 257, 4000, 300, 100, 12] {
+            for new in [16, 17, 24, 200, 256, 257, 4000, 300, 100, 12] {
                 p = cache.realloc(p.cast(), size, new).cast();
                 assert!(!p.is_null());
                 for i in 0..10 {
