@@ -16,12 +16,10 @@ pub struct Runtime {
 thread_local! {
     static RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
     static COUNTS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
-    static ENGINE_MEMORY: Cell<usize> = const { Cell::new(0) };
 }
 
 pub fn init() -> Result<(), String> {
     let engine = LuaEngine::new()?;
-    ENGINE_MEMORY.with(|c| c.set(engine.memory()));
     RUNTIME.with(|r| {
         *r.borrow_mut() = Some(Runtime {
             engine,
@@ -36,8 +34,7 @@ pub fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> Result<R, &'static str> {
     with_runtime(true, f)
 }
 
-/// `with` for the call path: the registry does not change during a call, so only the engine's memory is
-/// refreshed for INFO.
+/// `with` for the call path: the registry does not change during a call, so its counts are not refreshed.
 pub fn with_call<R>(f: impl FnOnce(&mut Runtime) -> R) -> Result<R, &'static str> {
     with_runtime(false, f)
 }
@@ -55,7 +52,6 @@ fn with_runtime<R>(
         if registry_may_change {
             COUNTS.with(|c| c.set((rt.registry.libraries().len(), rt.registry.function_count())));
         }
-        ENGINE_MEMORY.with(|c| c.set(rt.engine.memory()));
         Ok(out)
     })
 }
@@ -76,7 +72,7 @@ pub fn counts() -> (usize, usize) {
     COUNTS.with(|c| c.get())
 }
 
-/// Bytes of the Lua heap, as of the last use of the runtime.
+/// Bytes of the Lua heap (readable while a function runs).
 pub fn engine_memory() -> usize {
-    ENGINE_MEMORY.with(|c| c.get())
+    read(|rt| rt.engine.memory()).unwrap_or(0)
 }

@@ -6,9 +6,10 @@
 //! and a block freed, a tenth of a call. Lua always tells its allocator the exact size of the block it frees, so
 //! blocks up to `SMALL_MAX` bytes are allocated rounded up to their 8-byte class (Lua's sizes mostly are
 //! multiples of 8 already, so this wastes next to nothing) and a freed one is kept for the next allocation of
-//! its class (at most `KEEP` per class, under 70 KiB in all; beyond that they go back to the server). The
-//! cached blocks stay allocated through the server's allocator, so `used_memory` still counts them; they are
-//! given back when the state is closed.
+//! its class, up to `KEEP_BYTES` in all (beyond that they go back to the server). The garbage of the 50 calls
+//! between two GC steps (two tables a call, plus strings) is freed at once and fits well within it. The cached
+//! blocks stay allocated through the server's allocator, so `used_memory` still counts them; they are given
+//! back when the state is closed.
 
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
@@ -20,8 +21,8 @@ const GRAIN: usize = 8;
 /// Blocks up to this size are cached.
 pub const SMALL_MAX: usize = 256;
 const CLASSES: usize = SMALL_MAX / GRAIN;
-/// Freed blocks kept per class.
-const KEEP: u32 = 16;
+/// Bytes of freed blocks kept, all classes together.
+const KEEP_BYTES: usize = 64 * 1024;
 
 struct Node {
     next: *mut Node,
@@ -30,11 +31,12 @@ struct Node {
 #[derive(Clone, Copy)]
 struct List {
     head: *mut Node,
-    len: u32,
 }
 
 pub struct BlockCache {
     lists: UnsafeCell<[List; CLASSES]>,
+    /// Bytes held in `lists`.
+    cached: UnsafeCell<usize>,
 }
 
 impl Default for BlockCache {
@@ -43,9 +45,9 @@ impl Default for BlockCache {
             lists: UnsafeCell::new(
                 [List {
                     head: ptr::null_mut(),
-                    len: 0,
                 }; CLASSES],
             ),
+            cached: UnsafeCell::new(0),
         }
     }
 }
@@ -93,7 +95,7 @@ impl BlockCache {
         if !list.head.is_null() {
             let node = list.head;
             list.head = (*node).next;
-            list.len -= 1;
+            *self.cached.get() -= (c + 1) * GRAIN;
             return node.cast();
         }
         sys_alloc((c + 1) * GRAIN)
@@ -105,15 +107,17 @@ impl BlockCache {
             sys_free(p);
             return;
         }
-        let list = self.list(class(size));
-        if list.len >= KEEP {
+        let c = class(size);
+        let cached = &mut *self.cached.get();
+        if *cached + (c + 1) * GRAIN > KEEP_BYTES {
             sys_free(p);
             return;
         }
+        *cached += (c + 1) * GRAIN;
+        let list = self.list(c);
         let node = p.cast::<Node>();
         (*node).next = list.head;
         list.head = node;
-        list.len += 1;
     }
 
     /// Lua's realloc: `p` (null, or a block given for `old` bytes) resized to `new` (> 0) bytes. On failure
@@ -141,12 +145,7 @@ impl BlockCache {
     #[cfg(test)]
     pub fn cached_bytes(&self) -> usize {
         // SAFETY: as in `list`.
-        let lists = unsafe { &*self.lists.get() };
-        lists
-            .iter()
-            .enumerate()
-            .map(|(c, l)| l.len as usize * (c + 1) * GRAIN)
-            .sum()
+        unsafe { *self.cached.get() }
     }
 }
 
@@ -163,8 +162,8 @@ impl Drop for BlockCache {
                 }
             }
             list.head = ptr::null_mut();
-            list.len = 0;
         }
+        *self.cached.get_mut() = 0;
     }
 }
 
@@ -190,14 +189,20 @@ mod tests {
     }
 
     #[test]
-    fn keeps_at_most_keep_per_class() {
+    fn keeps_at_most_keep_bytes() {
         let cache = BlockCache::default();
         unsafe {
-            let blocks: Vec<_> = (0..KEEP + 10).map(|_| cache.alloc(16)).collect();
+            let n = KEEP_BYTES / 16 + 10;
+            let blocks: Vec<_> = (0..n).map(|_| cache.alloc(16)).collect();
             for b in blocks {
                 cache.free(b, 16);
             }
-            assert_eq!(cache.cached_bytes(), KEEP as usize * 16);
+            assert_eq!(cache.cached_bytes(), KEEP_BYTES);
+            // Taking blocks back makes room again.
+            let b = cache.alloc(16);
+            assert_eq!(cache.cached_bytes(), KEEP_BYTES - 16);
+            cache.free(b, 16);
+            assert_eq!(cache.cached_bytes(), KEEP_BYTES);
         }
     }
 

@@ -73,8 +73,10 @@ struct Memory {
 pub struct LuaEngine {
     l: *mut lua_State,
     mem: Box<Memory>,
-    /// Registry reference of the protected-call trampoline.
+    /// Registry reference of the protected-call trampoline (state set-up, library loading, error reading).
     trampoline: c_int,
+    /// Registry reference of `call_entry`, what a function call runs in protected mode.
+    call_entry: c_int,
     calls: u32,
 }
 
@@ -304,12 +306,15 @@ enum Job<'a> {
         body: &'a [u8],
         out: &'a mut Result<(), Vec<u8>>,
     },
-    Call {
-        callback: c_int,
-        keys: &'a [&'a [u8]],
-        args: &'a [&'a [u8]],
-        out: &'a mut CallOut,
-    },
+    /// Reads the error object of a failed call (the trampoline's second argument) into `out`.
+    CallError(&'a mut CallOut),
+}
+
+/// What `call_entry` runs.
+struct CallJob<'a> {
+    callback: c_int,
+    keys: &'a [&'a [u8]],
+    args: &'a [&'a [u8]],
 }
 
 #[derive(Default)]
@@ -330,16 +335,15 @@ pub struct CallOut {
 
 unsafe extern "C-unwind" fn trampoline(l: *mut lua_State) -> c_int {
     let job = &mut *(ffi::lua_touserdata(l, 1) as *mut Job);
+    if let Job::CallError(out) = job {
+        call_error(l, 2, out);
+        return 0;
+    }
     ffi::lua_settop(l, 0);
     match job {
         Job::Init(out) => init_state(l, out),
         Job::Load { body, out } => **out = load_body(l, body),
-        Job::Call {
-            callback,
-            keys,
-            args,
-            out,
-        } => call_function(l, *callback, keys, args, out),
+        Job::CallError(_) => unreachable!("handled above"),
     }
     0
 }
@@ -369,21 +373,25 @@ impl LuaEngine {
             l,
             mem,
             trampoline: 0,
+            call_entry: 0,
             calls: 0,
         };
         unsafe {
-            // The trampoline itself is created in a cpcall so even that allocation is protected.
-            unsafe extern "C-unwind" fn make_trampoline(l: *mut lua_State) -> c_int {
+            // The entry points are created in a cpcall so even their allocations are protected.
+            unsafe extern "C-unwind" fn make_entries(l: *mut lua_State) -> c_int {
+                let refs = ffi::lua_touserdata(l, 1) as *mut [c_int; 2];
                 ffi::lua_pushcfunction(l, trampoline);
-                let r = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
-                *(ffi::lua_touserdata(l, 1) as *mut c_int) = r;
+                (*refs)[0] = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
+                ffi::lua_pushcfunction(l, call_entry);
+                (*refs)[1] = ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX);
                 0
             }
-            let mut r: c_int = 0;
-            if ffi::lua_cpcall(l, make_trampoline, &mut r as *mut c_int as *mut c_void) != 0 {
+            let mut r: [c_int; 2] = [0; 2];
+            if ffi::lua_cpcall(l, make_entries, &mut r as *mut [c_int; 2] as *mut c_void) != 0 {
                 return Err("cannot initialise the Lua state".into());
             }
-            engine.trampoline = r;
+            engine.trampoline = r[0];
+            engine.call_entry = r[1];
         }
         let mut out = InitOut::default();
         engine
@@ -480,21 +488,49 @@ impl LuaEngine {
         let mut out = CallOut::default();
         // A refusal that an earlier run caught with pcall must not colour this run's errors.
         self.mem.limit_hit.set(false);
+        let function = run.function_ptr;
         let prev = set_mode(ModeRaw::Running(run));
-        unsafe { ffi::lua_sethook(self.l, Some(run_hook), ffi::LUA_MASKCOUNT, HOOK_EVERY) };
-        let r = self.run(Job::Call {
+        let l = self.l;
+        let mut job = CallJob {
             callback,
             keys,
             args,
-            out: &mut out,
-        });
-        unsafe { ffi::lua_sethook(self.l, None, 0, 0) };
-        set_mode(prev);
-        if let Err(e) = r {
-            // Only the setup around the call can fail here (out of memory before the function started).
-            out.error = Some([b"ERR ".as_slice(), &e].concat());
-            out.out_of_memory = true;
+        };
+        unsafe {
+            ffi::lua_sethook(l, Some(run_hook), ffi::LUA_MASKCOUNT, HOOK_EVERY);
+            // One protected call with the error handler: `call_entry` builds KEYS and ARGV, calls the function
+            // and writes its reply, all inside it.
+            ffi::lua_settop(l, 0);
+            ffi::lua_rawgeti(
+                l,
+                ffi::LUA_REGISTRYINDEX,
+                self.mem.refs.get().error_handler as _,
+            );
+            ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, self.call_entry as _);
+            ffi::lua_pushlightuserdata(l, &mut job as *mut CallJob as *mut c_void);
+            let status = ffi::lua_pcall(l, 1, 0, 1);
+            if status == ffi::LUA_ERRMEM {
+                out.out_of_memory = true;
+                let mut m = memory_error(l);
+                m.extend_from_slice(b" script: ");
+                m.extend_from_slice((*function).as_bytes());
+                out.error = Some(m);
+            } else if status != 0 {
+                // Reading the error object allocates: that too runs protected.
+                ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, self.trampoline as _);
+                let mut job = Job::CallError(&mut out);
+                ffi::lua_pushlightuserdata(l, &mut job as *mut Job as *mut c_void);
+                ffi::lua_pushvalue(l, -3);
+                if ffi::lua_pcall(l, 2, 0, 0) != 0 {
+                    out.error =
+                        Some(b"ERR out of memory reading the error of the function".to_vec());
+                    out.out_of_memory = true;
+                }
+            }
+            ffi::lua_settop(l, 0);
+            ffi::lua_sethook(l, None, 0, 0);
         }
+        set_mode(prev);
         if out.out_of_memory {
             unsafe { ffi::lua_gc(self.l, ffi::LUA_GCCOLLECT, 0) };
         }
@@ -1145,51 +1181,42 @@ unsafe fn error_message(l: *mut lua_State, idx: c_int) -> (Vec<u8>, Option<(Vec<
 // ----------------------------------------------------------------------------------------------------------
 // Calling a function.
 
-unsafe fn call_function(
-    l: *mut lua_State,
-    callback: c_int,
-    keys: &[&[u8]],
-    args: &[&[u8]],
-    out: &mut CallOut,
-) {
-    let refs = memory_of(l).refs.get();
-    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.error_handler as _);
-    let errh = ffi::lua_gettop(l);
-    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, callback as _);
-    for list in [keys, args] {
+/// A function call, in protected mode with the error handler: builds KEYS and ARGV, calls the function and
+/// writes its reply. Only plain data lives in this frame: a Lua error unwinds it with longjmp.
+unsafe extern "C-unwind" fn call_entry(l: *mut lua_State) -> c_int {
+    let job = &*(ffi::lua_touserdata(l, 1) as *const CallJob);
+    ffi::lua_settop(l, 0);
+    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, job.callback as _);
+    for list in [job.keys, job.args] {
         ffi::lua_createtable(l, list.len() as c_int, 0);
         for (i, v) in list.iter().enumerate() {
             push_bytes(l, v);
             ffi::lua_rawseti(l, -2, (i + 1) as _);
         }
     }
-    let status = ffi::lua_pcall(l, 2, 1, errh);
+    ffi::lua_call(l, 2, 1);
     let run = running().expect("a function is running");
-    if status == ffi::LUA_ERRMEM {
-        out.out_of_memory = true;
-        let mut m = memory_error(l);
-        m.extend_from_slice(b" script: ");
-        m.extend_from_slice(run.function().as_bytes());
-        out.error = Some(m);
-        return;
-    }
-    if status != 0 {
-        let (msg, pos) = error_message(l, -1);
-        out.error = Some(match pos {
-            Some((source, line)) => {
-                let mut m = msg;
-                m.extend_from_slice(b" script: ");
-                m.extend_from_slice(run.function().as_bytes());
-                m.extend_from_slice(b", on ");
-                m.extend_from_slice(&source);
-                m.extend_from_slice(format!(":{line}.").as_bytes());
-                m
-            }
-            None => msg,
-        });
-        return;
-    }
     super::reply::lua_to_reply(l, run.ctx, ffi::lua_gettop(l), run.resp3, 0);
+    0
+}
+
+/// The error text of a failed call from the error object at `idx` (the built-in's `script: <name>, on
+/// <source>:<line>.` suffix when the handler found the position).
+unsafe fn call_error(l: *mut lua_State, idx: c_int, out: &mut CallOut) {
+    let run = running().expect("a function is running");
+    let (msg, pos) = error_message(l, idx);
+    out.error = Some(match pos {
+        Some((source, line)) => {
+            let mut m = msg;
+            m.extend_from_slice(b" script: ");
+            m.extend_from_slice(run.function().as_bytes());
+            m.extend_from_slice(b", on ");
+            m.extend_from_slice(&source);
+            m.extend_from_slice(format!(":{line}.").as_bytes());
+            m
+        }
+        None => msg,
+    });
 }
 
 unsafe extern "C-unwind" fn run_hook(l: *mut lua_State, _ar: *mut ffi::lua_Debug) {
