@@ -2,15 +2,12 @@
 //! policies. It knows the engine only through `LuaEngine`'s small interface. Every change is built aside and
 //! swapped in, so a failed LOAD or RESTORE leaves the registry exactly as it was.
 
-use std::hash::Hasher;
-
 use hashbrown::HashTable;
 
 use rfunc_core::library::parse_header;
 
 use crate::engine::lua::check_function_name;
 use crate::engine::{LuaEngine, Registered};
-use crate::hash::Fnv;
 use crate::host;
 use crate::rm::Ctx;
 
@@ -52,11 +49,11 @@ pub struct Registry {
 
 /// The index hash of a function name: FNV-1a over its lower-cased bytes.
 fn name_hash(name: &[u8]) -> u64 {
-    let mut h = Fnv::default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name {
-        h.write_u8(b.to_ascii_lowercase());
+        h = (h ^ b.to_ascii_lowercase() as u64).wrapping_mul(0x0000_0100_0000_01b3);
     }
-    h.finish()
+    h
 }
 
 /// RESTORE policies.

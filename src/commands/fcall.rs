@@ -1,8 +1,6 @@
 //! RFUNC.FCALL / RFUNC.FCALL_RO: the built-in's argument checks and, since a module command's flags are static,
 //! the per-function checks processCommand makes for FCALL (spec commands.md §4.1, SPEC rule 6).
 
-use std::time::Instant;
-
 use rfunc_core::library::FunctionFlags;
 use valkey_module::raw;
 
@@ -140,21 +138,21 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
             wrote: false,
             from_primary,
             original_db: api::selected_db(ctx),
-            start: Instant::now(),
+            start_us: api::monotonic_us(),
             busy_reported: false,
+            filter_armed: false,
         };
         engine::clear_kill();
         let out = rt.engine.call(&mut run, callback, keys, args);
-        crate::commands::disarm_kill_filter(ctx);
+        if run.filter_armed {
+            crate::commands::disarm_kill_filter(ctx);
+        }
         engine::clear_kill();
         if api::selected_db(ctx) != run.original_db {
             api::select_db(ctx, run.original_db);
         }
         let failed = out.error.is_some();
-        found
-            .function
-            .stats
-            .record(run.start.elapsed().as_micros() as u64, failed);
+        found.function.stats.record(run.elapsed_us(), failed);
         crate::info::count_call(failed);
         if let Some(e) = out.error {
             api::reply_error_bytes(ctx, &e);

@@ -492,7 +492,7 @@ pub fn stats(ctx: Ctx, argv: &[&[u8]]) {
                 api::reply_bulk(ctx, a);
             }
             api::reply_bulk(ctx, b"duration_ms");
-            api::reply_int(ctx, run.start.elapsed().as_millis() as i64);
+            api::reply_int(ctx, (run.elapsed_us() / 1000) as i64);
         }
         None => api::reply_null(ctx),
     }

@@ -91,6 +91,9 @@ entry!(
     "rfunc.script-kill",
     killfilter::script_kill
 );
+/// The commands were declared with the key-position callback (cluster mode, see `register`).
+static KEYS_API: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// RFUNC.FCALL / FCALL_RO: in a cluster the server asks for the key positions (getkeys-api) before most calls;
 /// answer that without building the argument list.
 macro_rules! fcall_entry {
@@ -100,7 +103,9 @@ macro_rules! fcall_entry {
             argv: *mut *mut raw::RedisModuleString,
             argc: c_int,
         ) -> c_int {
-            if api::api!(RedisModule_IsKeysPositionRequest)(ctx) != 0 {
+            if KEYS_API.load(std::sync::atomic::Ordering::Relaxed)
+                && api::api!(RedisModule_IsKeysPositionRequest)(ctx) != 0
+            {
                 let _ = catch_unwind(|| fcall::declare_keys(ctx, argv, argc));
                 return raw::REDISMODULE_OK as c_int;
             }
@@ -458,6 +463,7 @@ pub fn register(ctx: Ctx) -> Result<(), String> {
     // CROSSSLOT): the key specs alone do not. Outside a cluster the key specs answer every key question (ACL,
     // COMMAND GETKEYS, tracking), in C, while the callback would cost a module call before every command.
     let cluster = api::context_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0;
+    KEYS_API.store(cluster, std::sync::atomic::Ordering::Relaxed);
     for spec in specs() {
         let name = CString::new(spec.name).expect("command name");
         let flags = if cluster {

@@ -11,7 +11,7 @@ use mlua_sys::lua_State;
 use rfunc_core::fpconv::lua_number_arg;
 use valkey_module::raw;
 
-use super::lua::{push_bytes, push_error_table, running, to_bytes as lua_bytes};
+use super::lua::{push_bytes, push_error_table, running, running_in, to_bytes as lua_bytes};
 use crate::hash::FnvBuild;
 use crate::host;
 use crate::rm::{self as api, reply, CallArgs};
@@ -142,8 +142,12 @@ fn command_info(ctx: api::Ctx, name: &[u8]) -> Option<CommandFlags> {
     found
 }
 
-/// Flags of a command (a container command's flags come from its subcommand, `sub`).
-pub fn flags_of(ctx: api::Ctx, name: &[u8], sub: Option<&[u8]>) -> Option<CommandFlags> {
+/// Flags of a command (a container command's flags come from its subcommand, which `sub` gives).
+pub fn flags_of(
+    ctx: api::Ctx,
+    name: &[u8],
+    sub: impl FnOnce() -> Option<Vec<u8>>,
+) -> Option<CommandFlags> {
     if let Some(hit) = COMMANDS.with(|c| c.borrow().memo_get(name)) {
         return hit;
     }
@@ -153,12 +157,15 @@ pub fn flags_of(ctx: api::Ctx, name: &[u8], sub: Option<&[u8]>) -> Option<Comman
         COMMANDS.with(|c| c.borrow_mut().memo_put(name, top));
     }
     let top = top?;
-    match sub {
-        Some(sub) if top.container => {
-            let full = [name, b"|", sub].concat();
+    if !top.container {
+        return Some(top);
+    }
+    match sub() {
+        Some(sub) => {
+            let full = [name, b"|", &sub].concat();
             command_info(ctx, &full).or(Some(top))
         }
-        _ => Some(top),
+        None => Some(top),
     }
 }
 
@@ -202,6 +209,7 @@ unsafe fn check_args(l: *mut lua_State) -> Result<c_int, &'static [u8]> {
 
 /// Normalises an error text from a called command the way the built-in does, mapping the module API's
 /// refusal texts (told apart by errno) to the script texts the built-in gives.
+#[cold]
 fn script_error_text(msg: &[u8], errno: c_int) -> Vec<u8> {
     let msg = msg.strip_prefix(b"-").unwrap_or(msg);
     let mut end = msg.len();
@@ -254,6 +262,7 @@ fn script_error_text(msg: &[u8], errno: c_int) -> Vec<u8> {
 }
 
 /// Pushes the error object of a failed call: `{err=..., ignore_error_stats_update=true}`.
+#[cold]
 unsafe fn push_call_error(l: *mut lua_State, msg: &[u8]) {
     push_error_table(l, msg);
     ffi::lua_pushboolean(l, 1);
@@ -362,7 +371,7 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
             Ok(1)
         }
     };
-    let Some(run) = running() else {
+    let Some(run) = running_in(l) else {
         return fail(b"ERR server.call can only be called inside a script invocation");
     };
     let argc = match check_args(l) {
@@ -371,9 +380,13 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     };
     let ctx = run.ctx;
     let name = lua_arg(l, 1).expect("checked");
-    let sub = if argc >= 2 { lua_arg(l, 2) } else { None };
-    let flags = flags_of(ctx, name.bytes(), sub.as_ref().map(|s| s.bytes()));
-    drop(sub);
+    let flags = flags_of(ctx, name.bytes(), || {
+        if argc >= 2 {
+            lua_arg(l, 2).map(|s| s.bytes().to_vec())
+        } else {
+            None
+        }
+    });
     if run.read_only && flags.is_some_and(|f| f.write || f.may_replicate) {
         return fail(b"ERR Write commands are not allowed from read-only scripts.");
     }
@@ -381,41 +394,7 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     call_flags(run, &mut fmt);
     let is_select = name.bytes().eq_ignore_ascii_case(b"select");
     let result = if run.cluster {
-        // strs[0] is the command name (needed to find the keys), the call gets strs[1..].
-        let mut strs = ARGV.with(|a| a.take());
-        strs.push(api::create_string(ctx, name.bytes()));
-        for i in 2..=argc {
-            let a = lua_arg(l, i).expect("checked");
-            strs.push(api::create_string(ctx, a.bytes()));
-        }
-        let slot_error =
-            cluster_slot_check(run, name.bytes(), &mut strs).map(|(ours, ask_server)| {
-                if !ask_server {
-                    return ours;
-                }
-                // The server reports a key this node does not serve before any slot rule: ask it with a dry
-                // run.
-                let (r, errno) = dry_run(run, name.bytes(), CallArgs::Strings(&strs[1..]));
-                if !r.0.is_null() && reply::kind(r.0) == reply::ERROR {
-                    script_error_text(reply::bytes(r.0), errno)
-                } else {
-                    ours
-                }
-            });
-        let result = match slot_error {
-            Some(e) => Err(e),
-            None => Ok(call_as_caller(
-                run,
-                name.bytes(),
-                &mut fmt,
-                CallArgs::Strings(&strs[1..]),
-            )),
-        };
-        for s in strs.drain(..) {
-            api::free_string(ctx, s);
-        }
-        ARGV.with(|a| a.set(strs));
-        result
+        call_in_cluster(l, run, argc, name.bytes(), &mut fmt)
     } else {
         Ok(with_call_args(l, argc, |args| {
             call_as_caller(run, name.bytes(), &mut fmt, CallArgs::Buffers(args))
@@ -439,16 +418,68 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
         run.wrote = true;
     }
     if is_select {
-        // The server's own scripts keep a SELECT for the rest of the run; RM_Call's client does not.
-        let db =
-            lua_arg(l, 2).and_then(|a| std::str::from_utf8(a.bytes()).ok()?.parse::<c_int>().ok());
-        if let Some(db) = db {
-            api::select_db(ctx, db);
-        }
+        keep_select(l, ctx);
     }
     ffi::lua_settop(l, 0);
     push_reply(l, r.0, run.resp3, 0);
     Ok(1)
+}
+
+/// The call in cluster mode: the cluster rules first (they need the arguments as module strings, the command
+/// name first), then the call. Kept out of line: most servers are not clusters.
+#[cold]
+#[inline(never)]
+unsafe fn call_in_cluster(
+    l: *mut lua_State,
+    run: &mut super::RunCtx,
+    argc: c_int,
+    name: &[u8],
+    fmt: &mut [u8; 16],
+) -> Result<(api::CallReply, c_int), Vec<u8>> {
+    let ctx = run.ctx;
+    let mut strs = ARGV.with(|a| a.take());
+    strs.push(api::create_string(ctx, name));
+    for i in 2..=argc {
+        let a = lua_arg(l, i).expect("checked");
+        strs.push(api::create_string(ctx, a.bytes()));
+    }
+    let slot_error = cluster_slot_check(run, name, &mut strs).map(|(ours, ask_server)| {
+        if !ask_server {
+            return ours;
+        }
+        // The server reports a key this node does not serve before any slot rule: ask it with a dry run.
+        let (r, errno) = dry_run(run, name, CallArgs::Strings(&strs[1..]));
+        if !r.0.is_null() && reply::kind(r.0) == reply::ERROR {
+            script_error_text(reply::bytes(r.0), errno)
+        } else {
+            ours
+        }
+    });
+    let result = match slot_error {
+        Some(e) => Err(e),
+        None => Ok(call_as_caller(
+            run,
+            name,
+            fmt,
+            CallArgs::Strings(&strs[1..]),
+        )),
+    };
+    for s in strs.drain(..) {
+        api::free_string(ctx, s);
+    }
+    ARGV.with(|a| a.set(strs));
+    result
+}
+
+/// The server's own scripts keep a SELECT for the rest of the run; RM_Call's client does not: select the db of
+/// the successful SELECT (argument 2) in the caller's context.
+#[cold]
+#[inline(never)]
+unsafe fn keep_select(l: *mut lua_State, ctx: api::Ctx) {
+    let db = lua_arg(l, 2).and_then(|a| std::str::from_utf8(a.bytes()).ok()?.parse::<c_int>().ok());
+    if let Some(db) = db {
+        api::select_db(ctx, db);
+    }
 }
 
 /// The call with the run's flags plus `D` (all the server's checks, nothing run).
@@ -634,7 +665,7 @@ pub unsafe fn acl_check_cmd(l: *mut lua_State) -> Result<c_int, ()> {
         .map(|i| lua_arg(l, i).expect("checked").bytes().to_vec())
         .collect();
     let ctx = run.ctx;
-    if flags_of(ctx, &argv[0], argv.get(1).map(|s| s.as_slice())).is_none() {
+    if flags_of(ctx, &argv[0], || argv.get(1).cloned()).is_none() {
         push_error_table(l, b"ERR Invalid command passed to server.acl_check_cmd()");
         return Err(());
     }

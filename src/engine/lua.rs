@@ -68,6 +68,8 @@ struct Memory {
     /// Set when an allocation was refused because of `rfunc.max-memory`.
     limit_hit: Cell<bool>,
     blocks: super::heap::BlockCache,
+    /// The running function's context while this state runs one (what `running_in` reads).
+    run: Cell<*mut RunCtx>,
 }
 
 pub struct LuaEngine {
@@ -240,11 +242,19 @@ pub struct RunCtx {
     pub repl: u8,
     pub wrote: bool,
     pub original_db: c_int,
-    pub start: Instant,
+    /// When the run started, on the server's monotonic clock (`rm::monotonic_us`).
+    pub start_us: u64,
     pub busy_reported: bool,
+    /// The run armed the KILL command filter (it yielded): it is removed when the run ends.
+    pub filter_armed: bool,
 }
 
 impl RunCtx {
+    /// Microseconds since the run started.
+    pub fn elapsed_us(&self) -> u64 {
+        api::monotonic_us().saturating_sub(self.start_us)
+    }
+
     /// The running function's name. Valid while it runs: the registry does not change during a run.
     pub fn function(&self) -> &str {
         // SAFETY: set from the registry's function entry, which outlives the run.
@@ -288,6 +298,14 @@ fn set_mode(m: ModeRaw) -> ModeRaw {
 }
 
 /// The running function's context, if a function is running (used by the command layer for STATS / KILL).
+/// The running function's context, from a Lua C function of state `l`: the same as `running()`, found through
+/// the state rather than a thread-local.
+pub unsafe fn running_in(l: *mut lua_State) -> Option<&'static mut RunCtx> {
+    let p = memory_of(l).run.get();
+    // SAFETY: set for the duration of a call on this state and cleared after.
+    (!p.is_null()).then(|| &mut *p)
+}
+
 pub fn running() -> Option<&'static mut RunCtx> {
     match mode() {
         // SAFETY: the pointer is set for the duration of a call on this thread and cleared after.
@@ -312,6 +330,7 @@ enum Job<'a> {
 
 /// What `call_entry` runs.
 struct CallJob<'a> {
+    run: *mut RunCtx,
     callback: c_int,
     keys: &'a [&'a [u8]],
     args: &'a [&'a [u8]],
@@ -364,6 +383,7 @@ impl LuaEngine {
             used: Cell::new(0),
             limit_hit: Cell::new(false),
             blocks: Default::default(),
+            run: Cell::new(ptr::null_mut()),
         });
         let l = unsafe { ffi::lua_newstate(l_alloc, &*mem as *const Memory as *mut c_void) };
         if l.is_null() {
@@ -489,9 +509,12 @@ impl LuaEngine {
         // A refusal that an earlier run caught with pcall must not colour this run's errors.
         self.mem.limit_hit.set(false);
         let function = run.function_ptr;
-        let prev = set_mode(ModeRaw::Running(run));
+        let run_ptr: *mut RunCtx = run;
+        let prev = set_mode(ModeRaw::Running(run_ptr));
+        self.mem.run.set(run_ptr);
         let l = self.l;
         let mut job = CallJob {
+            run: run_ptr,
             callback,
             keys,
             args,
@@ -530,6 +553,7 @@ impl LuaEngine {
             ffi::lua_settop(l, 0);
             ffi::lua_sethook(l, None, 0, 0);
         }
+        self.mem.run.set(ptr::null_mut());
         set_mode(prev);
         if out.out_of_memory {
             unsafe { ffi::lua_gc(self.l, ffi::LUA_GCCOLLECT, 0) };
@@ -1195,7 +1219,7 @@ unsafe extern "C-unwind" fn call_entry(l: *mut lua_State) -> c_int {
         }
     }
     ffi::lua_call(l, 2, 1);
-    let run = running().expect("a function is running");
+    let run = &*job.run;
     super::reply::lua_to_reply(l, run.ctx, ffi::lua_gettop(l), run.resp3, 0);
     0
 }

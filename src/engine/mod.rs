@@ -19,7 +19,8 @@ pub fn request_kill() {
 }
 
 pub fn clear_kill() {
-    KILL.store(false, Ordering::SeqCst);
+    // Set and read on the main thread only (RFUNC.KILL runs from the function's yield).
+    KILL.store(false, Ordering::Relaxed);
 }
 
 pub fn kill_requested() -> bool {
@@ -30,16 +31,19 @@ pub fn kill_requested() -> bool {
 /// script detected" line once the function passes the busy threshold (the server does not log it for module
 /// yields).
 pub fn on_busy_tick(run: &mut RunCtx) {
-    crate::commands::arm_kill_filter(run.ctx);
+    if !run.filter_armed {
+        run.filter_armed = true;
+        crate::commands::arm_kill_filter(run.ctx);
+    }
     if run.busy_reported {
         return;
     }
     let threshold = crate::config::busy_threshold_ms();
-    if threshold > 0 && run.start.elapsed().as_millis() as i64 >= threshold {
+    if threshold > 0 && (run.elapsed_us() / 1000) as i64 >= threshold {
         run.busy_reported = true;
         let msg = format!(
             "Slow script detected: still in execution after {} milliseconds. You can try killing the script using the RFUNC.KILL command. Script name is: {}.",
-            run.start.elapsed().as_millis(),
+            run.elapsed_us() / 1000,
             run.function()
         );
         crate::rm::log(run.ctx, "warning", msg.as_bytes());
