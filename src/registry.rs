@@ -2,12 +2,15 @@
 //! policies. It knows the engine only through `LuaEngine`'s small interface. Every change is built aside and
 //! swapped in, so a failed LOAD or RESTORE leaves the registry exactly as it was.
 
+use std::collections::HashSet;
+
 use hashbrown::HashTable;
 
 use rfunc_core::library::parse_header;
 
 use crate::engine::lua::check_function_name;
 use crate::engine::{LuaEngine, Registered};
+use crate::hash::FnvBuild;
 use crate::host;
 use crate::rm::Ctx;
 
@@ -219,10 +222,12 @@ impl Registry {
         match policy {
             RestorePolicy::Flush => self.clear(Some(engine)),
             RestorePolicy::Replace => {
+                let new_names: HashSet<&str, FnvBuild> =
+                    new.iter().map(|n| n.name.as_str()).collect();
                 let (gone, kept): (Vec<Library>, Vec<Library>) =
                     std::mem::take(&mut self.libraries)
                         .into_iter()
-                        .partition(|l| new.iter().any(|n| n.name == l.name));
+                        .partition(|l| new_names.contains(l.name.as_str()));
                 for l in &gone {
                     engine.release(&l.functions);
                 }
@@ -247,14 +252,16 @@ impl Registry {
             plan.added = new.iter().map(|l| l.name.clone()).collect();
             return Ok(plan);
         }
+        let existing: HashSet<&str, FnvBuild> =
+            self.libraries.iter().map(|l| l.name.as_str()).collect();
         if policy == RestorePolicy::Append {
-            if let Some(dup) = new.iter().find(|n| self.library(&n.name).is_some()) {
+            if let Some(dup) = new.iter().find(|n| existing.contains(n.name.as_str())) {
                 return Err(format!("Library {} already exists", dup.name).into_bytes());
             }
         }
         // Libraries that stay: all current ones, minus those REPLACE swaps out.
-        let replaced =
-            |name: &str| policy == RestorePolicy::Replace && new.iter().any(|n| n.name == name);
+        let new_names: HashSet<&str, FnvBuild> = new.iter().map(|n| n.name.as_str()).collect();
+        let replaced = |name: &str| policy == RestorePolicy::Replace && new_names.contains(name);
         for lib in new {
             for f in &lib.functions {
                 if let Some(existing) = self.function(f.name.as_bytes()) {
@@ -265,7 +272,7 @@ impl Registry {
             }
         }
         for lib in new {
-            if self.library(&lib.name).is_some() {
+            if existing.contains(lib.name.as_str()) {
                 plan.replaced.push(lib.name.clone());
             } else {
                 plan.added.push(lib.name.clone());
@@ -302,6 +309,10 @@ pub fn compile_payload(
     timeout: bool,
 ) -> Result<Vec<Library>, Vec<u8>> {
     let mut new: Vec<Library> = Vec::with_capacity(codes.len());
+    // Names seen so far in the payload (functions lower-cased): a payload of thousands of libraries is checked in
+    // linear time.
+    let mut library_names: HashSet<String, FnvBuild> = HashSet::default();
+    let mut function_names: HashSet<Vec<u8>, FnvBuild> = HashSet::default();
     let fail = |engine: &mut LuaEngine, new: &[Library], e: Vec<u8>| {
         for l in new {
             engine.release(&l.functions);
@@ -313,7 +324,7 @@ pub fn compile_payload(
             Ok(h) => h,
             Err(e) => return fail(engine, &new, e.message()),
         };
-        if new.iter().any(|l| l.name == header.name) {
+        if library_names.contains(&header.name) {
             return fail(
                 engine,
                 &new,
@@ -331,19 +342,21 @@ pub fn compile_payload(
             Ok(lib) => lib,
             Err(e) => return fail(engine, &new, e),
         };
-        let clash = lib.functions.iter().find(|f| {
-            new.iter().any(|other| {
-                other
-                    .functions
-                    .iter()
-                    .any(|g| g.name.eq_ignore_ascii_case(&f.name))
-            })
-        });
+        let clash = lib
+            .functions
+            .iter()
+            .find(|f| function_names.contains(f.name.to_ascii_lowercase().as_bytes()));
         if let Some(f) = clash {
             let msg = format!("Function {} already exists", f.name).into_bytes();
             engine.release(&lib.functions);
             return fail(engine, &new, msg);
         }
+        library_names.insert(lib.name.clone());
+        function_names.extend(
+            lib.functions
+                .iter()
+                .map(|f| f.name.to_ascii_lowercase().into_bytes()),
+        );
         new.push(lib);
     }
     if let Some(e) = trailing {
