@@ -5,7 +5,8 @@ One valkey-server (Valkey 9.1.2 by default, VALKEY_SERVER overrides) with rfunc 
 loaded into the built-in and into rfunc. With two CPUs or more, the server runs on CPU 0 and valkey-benchmark on
 CPU 1. valkey-benchmark (-c 50 -P 16) runs each workload for about BENCH_SECONDS seconds, built-in and rfunc
 back to back (ABBA order), for BENCH_ROUNDS rounds; the table shows the median requests/s of each and the median
-of the rounds' ratios rfunc / built-in (a round's two runs share the machine's conditions of the moment).
+of the rounds' ratios rfunc / built-in (a round's two runs share the machine's conditions of the moment). A
+control row runs the built-in against itself the same way: its distance from 1.00 is the noise of the machine.
 
 Wall-clock figures on a shared VM move by tens of percent from one minute to the next, so the same workloads are
 also counted in instructions: a second server runs under callgrind and each workload's server-side instructions
@@ -156,8 +157,13 @@ def commands(args, ro):
 def throughput(port):
     print(f"{'workload':<22}{'built-in req/s':>16}{'rfunc req/s':>16}{'ratio':>8}")
     ratios = []
-    for title, args, ro in WORKLOADS:
+    # The control row runs the built-in against itself: how far a ratio moves on this machine with nothing to
+    # tell the two sides apart.
+    control = ("control: FCALL/FCALL", ["get1", "1", "bench:k"], False)
+    for title, args, ro in WORKLOADS + [control]:
         builtin_cmd, rfunc_cmd = commands(args, ro)
+        if title.startswith("control"):
+            rfunc_cmd = builtin_cmd
         # Calibrate the request count for about SECONDS seconds per run.
         probe = benchmark(port, builtin_cmd, 50000)
         requests = max(50000, int(probe * SECONDS))
@@ -171,7 +177,8 @@ def throughput(port):
             r.append(got["r"])
             rr.append(got["r"] / got["b"])
         ratio = statistics.median(rr)
-        ratios.append(ratio)
+        if not title.startswith("control"):
+            ratios.append(ratio)
         print(f"{title:<22}{statistics.median(b):>16,.0f}{statistics.median(r):>16,.0f}{ratio:>8.2f}")
     return ratios
 
@@ -222,8 +229,8 @@ def operations(c):
     big = open(os.path.join(ROOT, "core/tests/vectors/valkey-9.1.2--big-2000-functions.bin"), "rb").read()
     c.call("FUNCTION", "FLUSH", "SYNC")
     c.call("RFUNC.FLUSH", "SYNC")
-    tb = median_time(lambda: c.call("FUNCTION", "RESTORE", big, "REPLACE"), 5)
-    tr = median_time(lambda: c.call("RFUNC.RESTORE", big, "REPLACE"), 5)
+    tb = median_time(lambda: c.call("FUNCTION", "RESTORE", big, "REPLACE"), 7)
+    tr = median_time(lambda: c.call("RFUNC.RESTORE", big, "REPLACE"), 7)
     ratios.append(tb / tr)
     print(f"{'RESTORE 2000-function payload (ms)':<40}{tb * 1e3:>12.2f}{tr * 1e3:>12.2f}{tb / tr:>8.2f}")
     db = median_time(lambda: c.call("FUNCTION", "DUMP"), 20)
@@ -247,11 +254,11 @@ def operations(c):
     # RDB save + load (DEBUG RELOAD) with 1000 libraries in one registry, the other empty.
     for code in libs:
         c.call("FUNCTION", "LOAD", code)
-    sb = median_time(lambda: c.call("DEBUG", "RELOAD"), 3)
+    sb = median_time(lambda: c.call("DEBUG", "RELOAD"), 7)
     c.call("FUNCTION", "FLUSH", "SYNC")
     for code in libs:
         c.call("RFUNC.LOAD", code)
-    sr = median_time(lambda: c.call("DEBUG", "RELOAD"), 3)
+    sr = median_time(lambda: c.call("DEBUG", "RELOAD"), 7)
     c.call("RFUNC.FLUSH", "SYNC")
     ratios.append(sb / sr)
     print(f"{'RDB save + load, 1000 libraries (ms)':<40}{sb * 1e3:>12.1f}{sr * 1e3:>12.1f}{sb / sr:>8.2f}")
