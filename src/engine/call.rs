@@ -320,13 +320,24 @@ unsafe fn call_as_caller(
     args: CallArgs,
 ) -> (api::CallReply, c_int) {
     let (r, errno) = api::call_raw(run.ctx, name, fmt, args);
-    if errno == libc::ENOTSUP && run.has_user.is_none() {
+    if run.has_user.is_none() && refused_for_no_user(&r, errno) {
         drop(r);
         run.has_user = Some(false);
         call_flags(run, fmt);
         return api::call_raw(run.ctx, name, fmt, args);
     }
     (r, errno)
+}
+
+/// RM_Call refused `C` because the caller has no ACL user (ENOTSUP and the server's own text, so no other
+/// refusal can make a run drop its ACL checks).
+#[cold]
+fn refused_for_no_user(r: &api::CallReply, errno: c_int) -> bool {
+    const TEXT: &[u8] = b"no user directly attached";
+    errno == libc::ENOTSUP
+        && !r.0.is_null()
+        && reply::kind(r.0) == reply::ERROR
+        && reply::bytes(r.0).windows(TEXT.len()).any(|w| w == TEXT)
 }
 
 /// Runs `f` with the arguments of the Lua call after the command name, as byte strings borrowed from the Lua
@@ -490,7 +501,7 @@ unsafe fn dry_run(run: &mut super::RunCtx, name: &[u8], args: CallArgs) -> (api:
     fmt[end] = b'D';
     fmt[end + 1] = 0;
     let (r, errno) = api::call_raw(run.ctx, name, &fmt, args);
-    if errno == libc::ENOTSUP && run.has_user.is_none() {
+    if run.has_user.is_none() && refused_for_no_user(&r, errno) {
         drop(r);
         run.has_user = Some(false);
         return dry_run(run, name, args);

@@ -297,7 +297,6 @@ fn set_mode(m: ModeRaw) -> ModeRaw {
     MODE.with(|c| c.replace(m))
 }
 
-/// The running function's context, if a function is running (used by the command layer for STATS / KILL).
 /// The running function's context, from a Lua C function of state `l`: the same as `running()`, found through
 /// the state rather than a thread-local.
 pub unsafe fn running_in(l: *mut lua_State) -> Option<&'static mut RunCtx> {
@@ -306,6 +305,7 @@ pub unsafe fn running_in(l: *mut lua_State) -> Option<&'static mut RunCtx> {
     (!p.is_null()).then(|| &mut *p)
 }
 
+/// The running function's context, if a function is running (used by the command layer for STATS / KILL).
 pub fn running() -> Option<&'static mut RunCtx> {
     match mode() {
         // SAFETY: the pointer is set for the duration of a call on this thread and cleared after.
