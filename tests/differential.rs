@@ -887,3 +887,69 @@ fn sandbox_escape_attempts_fail_like_the_builtin() {
     let mut c = server.conn();
     assert_eq!(c.cmd(&["PING"]), Value::Simple("PONG".into()));
 }
+
+/// A payload that names a library twice, or a function in two of its libraries (also in another case): the
+/// built-in's verdict, and nothing restored.
+#[test]
+fn restore_payloads_with_duplicate_names_match_the_builtin() {
+    let server = Server::shared();
+    let mut t = Twin::new(server.conn());
+    t.flush();
+    // The version bytes of this server's payloads, from a real DUMP.
+    let version = {
+        let mut c = server.conn();
+        c.cmd(&[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=v\nserver.register_function('v', function() return 1 end)",
+        ]);
+        let p = c.cmd(&["FUNCTION", "DUMP"]).as_bytes().to_vec();
+        c.cmd(&["FUNCTION", "FLUSH"]);
+        p[p.len() - 10..p.len() - 8].to_vec()
+    };
+    let payload = |codes: &[&str]| -> Vec<u8> {
+        let mut p = Vec::new();
+        for code in codes {
+            p.push(0xF5);
+            let n = code.len();
+            if n < 64 {
+                p.push(n as u8);
+            } else {
+                p.extend_from_slice(&[0x40 | (n >> 8) as u8, (n & 0xff) as u8]);
+            }
+            p.extend_from_slice(code.as_bytes());
+        }
+        p.extend_from_slice(&version);
+        let crc = common::crc64_jones(&p);
+        p.extend_from_slice(&crc.to_le_bytes());
+        p
+    };
+    let lib = |name: &str, f: &str| {
+        format!("#!lua name={name}\nserver.register_function('{f}', function() return 1 end)")
+    };
+    let cases: Vec<Vec<String>> = vec![
+        vec![lib("a", "f1"), lib("a", "f2")],
+        vec![lib("a", "f1"), lib("b", "f1")],
+        vec![lib("a", "f1"), lib("b", "F1")],
+        vec![
+            lib("a", "f1"),
+            lib("b", "f2"),
+            lib("c", "f3"),
+            lib("b", "f4"),
+        ],
+        vec![lib("a", "f1"), lib("b", "f2"), lib("c", "f3")],
+    ];
+    for codes in &cases {
+        let codes: Vec<&str> = codes.iter().map(|s| s.as_str()).collect();
+        let p = payload(&codes);
+        for policy in [None, Some("REPLACE"), Some("FLUSH")] {
+            let mut args: Vec<&[u8]> = vec![b"FUNCTION", b"RESTORE", &p];
+            if let Some(pol) = policy {
+                args.push(pol.as_bytes());
+            }
+            t.same(&args);
+            t.same_str(&["FUNCTION", "LIST", "WITHCODE"]);
+        }
+        t.flush();
+    }
+}
