@@ -183,6 +183,38 @@ def throughput(port):
     return ratios
 
 
+def server_time(c, port):
+    """Server time per call, built-in and rfunc running at the same time (two valkey-benchmark processes against
+    one server), from INFO commandstats: both sides see the same machine at every instant."""
+    print(f"\n{'server usec per call':<22}{'built-in':>16}{'rfunc':>16}{'ratio':>8}")
+    ratios = []
+    control = ("control: FCALL/FCALL_RO", ["get1", "1", "bench:k"], False)
+    for title, args, ro in WORKLOADS + [control]:
+        builtin_cmd, rfunc_cmd = commands(args, ro)
+        if title.startswith("control"):
+            rfunc_cmd = ["FCALL_RO", "getro", "1", "bench:k"]
+        probe = benchmark(port, builtin_cmd, 20000)
+        requests = max(20000, int(probe * SECONDS / 2))
+        c.call("CONFIG", "RESETSTAT")
+        procs = [subprocess.Popen(CLIENT_PIN + [BENCHMARK, "-p", str(port), "-c", "25", "-P", "16", "-n",
+                                                str(requests), "-q"] + cmd,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for cmd in (builtin_cmd, rfunc_cmd)]
+        for p in procs:
+            p.wait()
+        stats = {}
+        for line in c.call("INFO", "commandstats").decode().splitlines():
+            if line.startswith("cmdstat_"):
+                name, fields = line[len("cmdstat_"):].split(":", 1)
+                stats[name] = dict(f.split("=") for f in fields.split(","))
+        ub = float(stats[builtin_cmd[0].lower()]["usec_per_call"])
+        ur = float(stats[rfunc_cmd[0].lower()]["usec_per_call"])
+        if not title.startswith("control"):
+            ratios.append(ub / ur)
+        print(f"{title:<22}{ub:>16.3f}{ur:>16.3f}{ub / ur:>8.2f}")
+    return ratios
+
+
 def callgrind_counts():
     """Server-side instructions per call of each workload, under callgrind (deterministic, unlike wall time)."""
     workdir = tempfile.mkdtemp(prefix="rfunc-bench-cg-")
@@ -309,6 +341,7 @@ def main():
         print(f"server {version.split(':')[1]}, valkey-benchmark -c 50 -P 16, ~{SECONDS:g} s per run, {ROUNDS} rounds "
               f"(ABBA; medians, ratio = median of the rounds' ratios), {pinned}\n")
         wall = throughput(port)
+        timed = server_time(c, port)
         ops = operations(c)
     finally:
         proc.terminate()
@@ -319,9 +352,10 @@ def main():
         counted = callgrind_counts()
     elif CALLGRIND:
         print("\n(instruction counts skipped: valgrind not installed)")
-    print("\nratio: rfunc / built-in for throughput; built-in / rfunc for instructions, times and memory "
-          "(>= 1.0 is rfunc as good or better)")
-    print(f"lowest throughput ratio: {min(wall):.2f}; lowest other ratio: {min(ops + counted):.2f}")
+    print("\nratio: rfunc / built-in for throughput; built-in / rfunc for server time, instructions, times and "
+          "memory (>= 1.0 is rfunc as good or better)")
+    print(f"lowest throughput ratio: {min(wall):.2f}; lowest server-time ratio: {min(timed):.2f}; "
+          f"lowest other ratio: {min(ops + counted):.2f}")
 
 
 if __name__ == "__main__":
