@@ -46,7 +46,12 @@ fn main() {
         .files(&files)
         .warnings(false)
         .flag_if_supported("-fno-common")
+        // The server's own build: -O2. Position-independent code for the module, but nothing in it may be
+        // interposed (hidden visibility, no semantic interposition), so calls within Lua stay direct and can be
+        // inlined as in the server's static build.
         .opt_level(2)
+        .flag_if_supported("-fvisibility=hidden")
+        .flag_if_supported("-fno-semantic-interposition")
         .compile("lua5.1-rfunc");
 
     // `cc` prints rustc-link-lib=static=lua5.1-rfunc and the search path.

@@ -122,14 +122,20 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
         }
         let (keys, args) = rest.split_at(numkeys as usize);
         let callback = found.function.callback;
+        let cluster = ctx_flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0;
         let mut run = RunCtx {
             ctx,
             function_ptr: found.function.name.as_str(),
             argv_ptr: argv.as_ptr().cast(),
             argv_len: argv.len(),
             has_user: None,
-            cluster: ctx_flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0,
-            slot: keys.first().map(|k| rfunc_core::cluster::key_hash_slot(k)),
+            cluster,
+            // The run's slot matters only in a cluster (a CRC16 of the first key otherwise spent on every call).
+            slot: if cluster {
+                keys.first().map(|k| rfunc_core::cluster::key_hash_slot(k))
+            } else {
+                None
+            },
             allow_cross_slot: flags.contains(FunctionFlags::ALLOW_CROSS_SLOT_KEYS),
             read_only: read_only_cmd || no_writes,
             allow_oom: flags.contains(FunctionFlags::ALLOW_OOM),
