@@ -154,19 +154,25 @@ def commands(args, ro):
     return ["FCALL_RO" if ro else "FCALL"] + args, ["RFUNC.FCALL_RO" if ro else "RFUNC.FCALL"] + args
 
 
+def rows(control_title, control_other):
+    """(title, built-in command, rfunc command, is_control) of each workload, then a control row: the built-in's
+    GET function against `control_other`, which does the same work (how far a ratio moves on this machine with
+    nothing to tell the two sides apart)."""
+    for title, args, ro in WORKLOADS:
+        yield (title, *commands(args, ro), False)
+    yield (control_title, ["FCALL", "get1", "1", "bench:k"], control_other, True)
+
+
+def requests_for(port, cmd, seconds, floor):
+    """A request count that keeps valkey-benchmark on `cmd` busy for about `seconds`."""
+    return max(floor, int(benchmark(port, cmd, floor) * seconds))
+
+
 def throughput(port):
     print(f"{'workload':<22}{'built-in req/s':>16}{'rfunc req/s':>16}{'ratio':>8}")
     ratios = []
-    # The control row runs the built-in against itself: how far a ratio moves on this machine with nothing to
-    # tell the two sides apart.
-    control = ("control: FCALL/FCALL", ["get1", "1", "bench:k"], False)
-    for title, args, ro in WORKLOADS + [control]:
-        builtin_cmd, rfunc_cmd = commands(args, ro)
-        if title.startswith("control"):
-            rfunc_cmd = builtin_cmd
-        # Calibrate the request count for about SECONDS seconds per run.
-        probe = benchmark(port, builtin_cmd, 50000)
-        requests = max(50000, int(probe * SECONDS))
+    for title, builtin_cmd, rfunc_cmd, control in rows("control: FCALL/FCALL", ["FCALL", "get1", "1", "bench:k"]):
+        requests = requests_for(port, builtin_cmd, SECONDS, 50000)
         b, r, rr = [], [], []
         for rnd in range(ROUNDS):
             order = [("b", builtin_cmd), ("r", rfunc_cmd)]
@@ -177,7 +183,7 @@ def throughput(port):
             r.append(got["r"])
             rr.append(got["r"] / got["b"])
         ratio = statistics.median(rr)
-        if not title.startswith("control"):
+        if not control:
             ratios.append(ratio)
         print(f"{title:<22}{statistics.median(b):>16,.0f}{statistics.median(r):>16,.0f}{ratio:>8.2f}")
     return ratios
@@ -188,13 +194,9 @@ def server_time(c, port):
     one server), from INFO commandstats: both sides see the same machine at every instant."""
     print(f"\n{'server usec per call':<22}{'built-in':>16}{'rfunc':>16}{'ratio':>8}")
     ratios = []
-    control = ("control: FCALL/FCALL_RO", ["get1", "1", "bench:k"], False)
-    for title, args, ro in WORKLOADS + [control]:
-        builtin_cmd, rfunc_cmd = commands(args, ro)
-        if title.startswith("control"):
-            rfunc_cmd = ["FCALL_RO", "getro", "1", "bench:k"]
-        probe = benchmark(port, builtin_cmd, 20000)
-        requests = max(20000, int(probe * SECONDS / 2))
+    for title, builtin_cmd, rfunc_cmd, control in rows("control: FCALL/FCALL_RO",
+                                                       ["FCALL_RO", "getro", "1", "bench:k"]):
+        requests = requests_for(port, builtin_cmd, SECONDS / 2, 20000)
         c.call("CONFIG", "RESETSTAT")
         procs = [subprocess.Popen(CLIENT_PIN + [BENCHMARK, "-p", str(port), "-c", "25", "-P", "16", "-n",
                                                 str(requests), "-q"] + cmd,
@@ -209,7 +211,7 @@ def server_time(c, port):
                 stats[name] = dict(f.split("=") for f in fields.split(","))
         ub = float(stats[builtin_cmd[0].lower()]["usec_per_call"])
         ur = float(stats[rfunc_cmd[0].lower()]["usec_per_call"])
-        if not title.startswith("control"):
+        if not control:
             ratios.append(ub / ur)
         print(f"{title:<22}{ub:>16.3f}{ur:>16.3f}{ub / ur:>8.2f}")
     return ratios

@@ -4,6 +4,15 @@
 
 use std::hash::{BuildHasherDefault, Hasher};
 
+const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `bytes`, continuing from `h` (start with `None`).
+pub fn fnv1a(h: Option<u64>, bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(h.unwrap_or(OFFSET), |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 #[derive(Default)]
 pub struct Fnv(u64);
 
@@ -12,16 +21,7 @@ impl Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
+        self.0 = fnv1a((self.0 != 0).then_some(self.0), bytes.iter().copied());
     }
 }
 

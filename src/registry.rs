@@ -10,7 +10,7 @@ use rfunc_core::library::parse_header;
 
 use crate::engine::lua::check_function_name;
 use crate::engine::{LuaEngine, Registered};
-use crate::hash::FnvBuild;
+use crate::hash::{fnv1a, FnvBuild};
 use crate::host;
 use crate::rm::Ctx;
 
@@ -52,11 +52,7 @@ pub struct Registry {
 
 /// The index hash of a function name: FNV-1a over its lower-cased bytes.
 fn name_hash(name: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name {
-        h = (h ^ b.to_ascii_lowercase() as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    fnv1a(None, name.iter().map(|b| b.to_ascii_lowercase()))
 }
 
 /// RESTORE policies.

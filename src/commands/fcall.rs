@@ -128,7 +128,7 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
             function_ptr: found.function.name.as_str(),
             argv_ptr: argv.as_ptr().cast(),
             argv_len: argv.len(),
-            has_user: None,
+            no_user: false,
             cluster,
             // The run's slot matters only in a cluster (a CRC16 of the first key otherwise spent on every call).
             slot: if cluster {

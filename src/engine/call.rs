@@ -12,7 +12,7 @@ use rfunc_core::fpconv::lua_number_arg;
 use valkey_module::raw;
 
 use super::lua::{push_bytes, push_error_table, running, running_in, to_bytes as lua_bytes};
-use crate::hash::FnvBuild;
+use crate::hash::{fnv1a, FnvBuild};
 use crate::host;
 use crate::rm::{self as api, reply, CallArgs};
 
@@ -44,11 +44,7 @@ struct MemoEntry {
 }
 
 fn memo_slot(name: &[u8]) -> usize {
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in name {
-        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
-    }
-    (h >> 16) as usize % MEMO_SLOTS
+    fnv1a(None, name.iter().copied()) as usize % MEMO_SLOTS
 }
 
 impl Commands {
@@ -274,8 +270,9 @@ thread_local! {
     static ARGV: std::cell::Cell<Vec<*mut raw::RedisModuleString>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// The RM_Call flag letters of a call from a function, NUL-terminated, built on the stack.
-fn call_flags(run: &mut super::RunCtx, out: &mut [u8; 16]) {
+/// The RM_Call flag letters of a call from a function, NUL-terminated, built on the stack; `dry`: all the
+/// server's checks, nothing run (`D`).
+fn call_flags(run: &super::RunCtx, dry: bool, out: &mut [u8; 16]) {
     let mut n = 0;
     let mut push = |c: u8| {
         out[n] = c;
@@ -284,7 +281,7 @@ fn call_flags(run: &mut super::RunCtx, out: &mut [u8; 16]) {
     // Errors as replies, script mode.
     push(b'E');
     push(b'S');
-    if run.has_user != Some(false) {
+    if !run.no_user {
         // ACL checks as the calling user (see `call_as_caller` for callers without one).
         push(b'C');
     }
@@ -307,24 +304,29 @@ fn call_flags(run: &mut super::RunCtx, out: &mut [u8; 16]) {
     if run.resp3 {
         push(b'3');
     }
+    if dry {
+        push(b'D');
+    }
     out[n] = 0;
 }
 
 /// RM_Call with the run's flags. A caller without an ACL user (the primary, the AOF, a module's RM_Call without
 /// `C`) makes RM_Call refuse `C` with ENOTSUP before it checks or runs anything: the run then calls without it.
-/// Asking up front (RM_GetCurrentUserName) would cost an allocation on every run.
+/// Asking up front (RM_GetCurrentUserName) would cost an allocation on every run. `dry`: checks only (`D`).
 unsafe fn call_as_caller(
     run: &mut super::RunCtx,
     name: &[u8],
-    fmt: &mut [u8; 16],
+    dry: bool,
     args: CallArgs,
 ) -> (api::CallReply, c_int) {
-    let (r, errno) = api::call_raw(run.ctx, name, fmt, args);
-    if run.has_user.is_none() && refused_for_no_user(&r, errno) {
+    let mut fmt = [0u8; 16];
+    call_flags(run, dry, &mut fmt);
+    let (r, errno) = api::call_raw(run.ctx, name, &fmt, args);
+    if !run.no_user && refused_for_no_user(&r, errno) {
         drop(r);
-        run.has_user = Some(false);
-        call_flags(run, fmt);
-        return api::call_raw(run.ctx, name, fmt, args);
+        run.no_user = true;
+        call_flags(run, dry, &mut fmt);
+        return api::call_raw(run.ctx, name, &fmt, args);
     }
     (r, errno)
 }
@@ -401,14 +403,12 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     if run.read_only && flags.is_some_and(|f| f.write || f.may_replicate) {
         return fail(b"ERR Write commands are not allowed from read-only scripts.");
     }
-    let mut fmt = [0u8; 16];
-    call_flags(run, &mut fmt);
     let is_select = name.bytes().eq_ignore_ascii_case(b"select");
     let result = if run.cluster {
-        call_in_cluster(l, run, argc, name.bytes(), &mut fmt)
+        call_in_cluster(l, run, argc, name.bytes())
     } else {
         Ok(with_call_args(l, argc, |args| {
-            call_as_caller(run, name.bytes(), &mut fmt, CallArgs::Buffers(args))
+            call_as_caller(run, name.bytes(), false, CallArgs::Buffers(args))
         }))
     };
     drop(name);
@@ -445,7 +445,6 @@ unsafe fn call_in_cluster(
     run: &mut super::RunCtx,
     argc: c_int,
     name: &[u8],
-    fmt: &mut [u8; 16],
 ) -> Result<(api::CallReply, c_int), Vec<u8>> {
     let ctx = run.ctx;
     let mut strs = ARGV.with(|a| a.take());
@@ -459,7 +458,7 @@ unsafe fn call_in_cluster(
             return ours;
         }
         // The server reports a key this node does not serve before any slot rule: ask it with a dry run.
-        let (r, errno) = dry_run(run, name, CallArgs::Strings(&strs[1..]));
+        let (r, errno) = call_as_caller(run, name, true, CallArgs::Strings(&strs[1..]));
         if !r.0.is_null() && reply::kind(r.0) == reply::ERROR {
             script_error_text(reply::bytes(r.0), errno)
         } else {
@@ -471,7 +470,7 @@ unsafe fn call_in_cluster(
         None => Ok(call_as_caller(
             run,
             name,
-            fmt,
+            false,
             CallArgs::Strings(&strs[1..]),
         )),
     };
@@ -491,22 +490,6 @@ unsafe fn keep_select(l: *mut lua_State, ctx: api::Ctx) {
     if let Some(db) = db {
         api::select_db(ctx, db);
     }
-}
-
-/// The call with the run's flags plus `D` (all the server's checks, nothing run).
-unsafe fn dry_run(run: &mut super::RunCtx, name: &[u8], args: CallArgs) -> (api::CallReply, c_int) {
-    let mut fmt = [0u8; 16];
-    call_flags(run, &mut fmt);
-    let end = fmt.iter().position(|&b| b == 0).unwrap_or(14);
-    fmt[end] = b'D';
-    fmt[end + 1] = 0;
-    let (r, errno) = api::call_raw(run.ctx, name, &fmt, args);
-    if run.has_user.is_none() && refused_for_no_user(&r, errno) {
-        drop(r);
-        run.has_user = Some(false);
-        return dry_run(run, name, args);
-    }
-    (r, errno)
 }
 
 /// Cluster rules for the keys of a call, as the server checks them for its own scripts: one command's keys in

@@ -225,9 +225,9 @@ pub struct RunCtx {
     /// The caller's command, for RFUNC.STATS (see `argv()`).
     pub argv_ptr: *const &'static [u8],
     pub argv_len: usize,
-    /// The caller has an ACL user (calls are then checked as that user).
-    /// Worked out at the first `server.call` (it costs a string allocation in the server).
-    pub has_user: Option<bool>,
+    /// The caller has no ACL user (the server refused a call as the caller): calls from now on are made without
+    /// `C` (see `call::call_as_caller`).
+    pub no_user: bool,
     /// Cluster mode: the slot the run's keys belong to (the declared keys', else the first key accessed), and
     /// whether the function may leave it (`allow-cross-slot-keys`).
     pub cluster: bool,
@@ -353,16 +353,17 @@ pub struct CallOut {
 }
 
 unsafe extern "C-unwind" fn trampoline(l: *mut lua_State) -> c_int {
-    let job = &mut *(ffi::lua_touserdata(l, 1) as *mut Job);
-    if let Job::CallError(out) = job {
-        call_error(l, 2, out);
-        return 0;
-    }
-    ffi::lua_settop(l, 0);
-    match job {
-        Job::Init(out) => init_state(l, out),
-        Job::Load { body, out } => **out = load_body(l, body),
-        Job::CallError(_) => unreachable!("handled above"),
+    match &mut *(ffi::lua_touserdata(l, 1) as *mut Job) {
+        Job::Init(out) => {
+            ffi::lua_settop(l, 0);
+            init_state(l, out)
+        }
+        Job::Load { body, out } => {
+            ffi::lua_settop(l, 0);
+            **out = load_body(l, body)
+        }
+        // The error object is the second argument.
+        Job::CallError(out) => call_error(l, 2, out),
     }
     0
 }
