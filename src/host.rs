@@ -94,6 +94,13 @@ impl Host {
             Host::Valkey80
         }
     }
+    /// 9.1's engine holds its own reference to every argument object of a call (it owns the argv it hands the
+    /// server), so what a command stores from an argument is stored as it came: SET of "123" from a function
+    /// keeps a string (OBJECT ENCODING embstr). Before 9.1 the call's client alone held the arguments and the
+    /// command re-encoded them (an integer).
+    pub fn calls_hold_arguments(&self) -> bool {
+        self.at_least(9, 1)
+    }
     pub fn killed_message(&self) -> &'static str {
         if self.at_least(8, 1) {
             "ERR Script killed by user with FUNCTION KILL."

@@ -211,17 +211,32 @@ pub fn call_argv(
     }
 }
 
-/// The arguments of a call: module strings (the `v` form), or plain buffers (the `b` form: the server makes
-/// the argument objects itself, which spares the module strings, their reference counting and the argv
-/// reallocation of the `v` form).
+/// One argument of a call in the mixed form: a buffer (`b`: the server makes the argument object) or a module
+/// string the caller already holds (`s`: the server takes a reference, no object is made).
+#[derive(Clone, Copy)]
+pub enum CallArg<'a> {
+    Bytes(&'a [u8]),
+    String(*mut raw::RedisModuleString),
+}
+
+/// The arguments of a call: module strings (the `v` form), or a mix of buffers and module strings (the `b` and
+/// `s` letters: the server makes objects only for the buffers, which spares module strings, their reference
+/// counting and the argv reallocation of the `v` form).
 #[derive(Clone, Copy)]
 pub enum CallArgs<'a> {
     Strings(&'a [*mut raw::RedisModuleString]),
-    Buffers(&'a [&'a [u8]]),
+    Mixed(&'a [CallArg<'a>]),
 }
 
-/// Most arguments passed in the `b` form; longer calls go through module strings.
-const MAX_BUFFER_ARGS: usize = 10;
+/// Most arguments passed in the mixed form; longer calls go through module strings.
+const MAX_MIXED_ARGS: usize = 10;
+
+// A mixed call passes each argument as one or two machine words (`s`: the string, `b`: pointer and length),
+// which needs pointers and `size_t` to be word-sized.
+const _: () = assert!(
+    std::mem::size_of::<*const u8>() == std::mem::size_of::<usize>()
+        && std::mem::size_of::<libc::size_t>() == std::mem::size_of::<usize>()
+);
 
 /// RM_Call with the flag letters in `flags` (NUL-terminated, without an argument letter). The command name goes
 /// through a stack buffer when short, so the call path does not allocate for it. Returns the reply (null if
@@ -239,32 +254,55 @@ pub fn call_raw(ctx: Ctx, cmd: &[u8], flags: &[u8; 16], args: CallArgs) -> (Call
         owned.as_ptr()
     };
     let letters = &flags[..flags.iter().position(|&b| b == 0).unwrap_or(flags.len())];
-    let mut fmt = [0u8; MAX_BUFFER_ARGS + 17];
+    let mut fmt = [0u8; MAX_MIXED_ARGS + 17];
     match args {
-        CallArgs::Buffers(a) if a.len() > MAX_BUFFER_ARGS => {
-            let strs: Vec<_> = a
+        CallArgs::Mixed(a) if a.len() > MAX_MIXED_ARGS => {
+            let made: Vec<_> = a
                 .iter()
-                .map(|b| create_string(ptr::null_mut(), b))
+                .map(|arg| match *arg {
+                    CallArg::Bytes(b) => (create_string(ptr::null_mut(), b), true),
+                    CallArg::String(s) => (s, false),
+                })
                 .collect();
+            let strs: Vec<_> = made.iter().map(|&(s, _)| s).collect();
             let r = call_raw(ctx, cmd, flags, CallArgs::Strings(&strs));
-            for s in strs {
-                free_string(ptr::null_mut(), s);
+            for (s, ours) in made {
+                if ours {
+                    free_string(ptr::null_mut(), s);
+                }
             }
             r
         }
-        CallArgs::Buffers(a) => {
-            fmt[..a.len()].fill(b'b');
+        CallArgs::Mixed(a) => {
+            let mut words = [0usize; 2 * MAX_MIXED_ARGS];
+            let mut n = 0;
+            for (letter, arg) in fmt.iter_mut().zip(a) {
+                match *arg {
+                    CallArg::Bytes(b) => {
+                        *letter = b'b';
+                        words[n] = b.as_ptr() as usize;
+                        words[n + 1] = b.len();
+                        n += 2;
+                    }
+                    CallArg::String(s) => {
+                        *letter = b's';
+                        words[n] = s as usize;
+                        n += 1;
+                    }
+                }
+            }
             fmt[a.len()..a.len() + letters.len()].copy_from_slice(letters);
             let fmt = fmt.as_ptr() as *const c_char;
             let f = api!(RedisModule_Call);
+            let w = &words;
             macro_rules! call_with {
                 ($($i:literal)*) => {
-                    f(ctx, name, fmt $(, a[$i].as_ptr() as *const c_char, a[$i].len())*)
+                    f(ctx, name, fmt $(, w[$i])*)
                 };
             }
             unsafe {
                 *libc::__errno_location() = 0;
-                let reply = match a.len() {
+                let reply = match n {
                     0 => call_with!(),
                     1 => call_with!(0),
                     2 => call_with!(0 1),
@@ -275,7 +313,17 @@ pub fn call_raw(ctx: Ctx, cmd: &[u8], flags: &[u8; 16], args: CallArgs) -> (Call
                     7 => call_with!(0 1 2 3 4 5 6),
                     8 => call_with!(0 1 2 3 4 5 6 7),
                     9 => call_with!(0 1 2 3 4 5 6 7 8),
-                    _ => call_with!(0 1 2 3 4 5 6 7 8 9),
+                    10 => call_with!(0 1 2 3 4 5 6 7 8 9),
+                    11 => call_with!(0 1 2 3 4 5 6 7 8 9 10),
+                    12 => call_with!(0 1 2 3 4 5 6 7 8 9 10 11),
+                    13 => call_with!(0 1 2 3 4 5 6 7 8 9 10 11 12),
+                    14 => call_with!(0 1 2 3 4 5 6 7 8 9 10 11 12 13),
+                    15 => call_with!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
+                    16 => call_with!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15),
+                    17 => call_with!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16),
+                    18 => call_with!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17),
+                    19 => call_with!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18),
+                    _ => call_with!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19),
                 };
                 (CallReply(reply), *libc::__errno_location())
             }

@@ -311,6 +311,21 @@ const CALLS: &[&str] = &[
     "return server.call('exists', unpack(keys))",
     "local t = {} for i = 1, 100 do t[i] = i end return t",
     "return server.call('echo', string.rep('x', 100000)):len()",
+    // KEYS / ARGV entries go to the server as the caller's own strings: what a command stores or changes must
+    // not show through them, nor through a string that reuses a collected entry's memory.
+    "server.call('set', keys[1], args[1]) server.call('append', keys[1], '!') server.call('set', 'k2', args[1]) \
+     return {server.call('get', keys[1]), server.call('get', 'k2'), args[1], server.call('strlen', args[1])}",
+    "server.call('set', keys[1], args[1], 'EX', 100) server.call('set', 'k2', args[1]) server.call('expire', 'k2', 50) \
+     server.call('setrange', 'k2', 1, 'XY') return {server.call('get', keys[1]), server.call('get', 'k2'), \
+     server.call('ttl', keys[1]), server.call('ttl', 'k2')}",
+    "server.call('del', keys[1]) server.call('rpush', keys[1], args[1], keys[1], args[1]) \
+     server.call('hset', 'h2', args[1], keys[1], keys[1], args[1]) \
+     return {server.call('lrange', keys[1], 0, -1), server.call('hgetall', 'h2')}",
+    "server.call('set', args[1], '41') server.call('incr', args[1]) server.call('set', keys[1], args[1]) \
+     return {server.call('get', args[1]), server.call('get', keys[1])}",
+    "keys[1] = nil args[1] = nil collectgarbage() collectgarbage() local t = {} \
+     for i = 1, 500 do t[i] = 'k' .. i end server.call('set', 'key', 'other') \
+     return {server.call('get', 'ke' .. 'y'), server.call('get', t[1]), server.call('echo', 'va' .. 'l')}",
 ];
 
 #[test]
@@ -456,6 +471,47 @@ fn load_conflicts_and_replace_match_the_builtin() {
     ] {
         t.same_str(&args);
     }
+}
+
+/// KEYS / ARGV entries reach the server as the caller's own strings where that changes nothing: what a
+/// command stores from them has the encoding a fresh copy would get (integers, short and long strings).
+#[test]
+fn values_stored_from_keys_and_args_match_the_builtin() {
+    let server = Server::shared();
+    let mut t = Twin::new(server.conn());
+    t.load(
+        "#!lua name=st\nserver.register_function('st', function(k, a)\n\
+         local out = {}\n\
+         for i, v in ipairs(a) do\n\
+           server.call('set', k[1], v) server.call('set', v, k[1]) server.call('rpush', 'l', v)\n\
+           out[#out + 1] = {server.call('object', 'encoding', k[1]), server.call('get', k[1]),\n\
+             server.call('object', 'encoding', v), server.call('get', v)}\n\
+         end\n\
+         out[#out + 1] = server.call('lrange', 'l', 0, -1)\n\
+         return out\nend)",
+    );
+    let long = "x".repeat(45);
+    let longer = "y".repeat(200);
+    let values = [
+        "123",
+        "-7",
+        "0",
+        "007",
+        "12345678901234567890123",
+        "abc",
+        "-",
+        "",
+        &long,
+        &longer,
+        "4.5",
+    ];
+    for key in ["k", "99", &long] {
+        let mut args = vec!["FCALL", "st", "1", key];
+        args.extend(values.iter().copied());
+        t.reset = vec![b"FLUSHALL".to_vec()];
+        t.check(&args);
+    }
+    t.assert_clean();
 }
 
 #[test]

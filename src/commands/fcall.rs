@@ -1,6 +1,9 @@
 //! RFUNC.FCALL / RFUNC.FCALL_RO: the built-in's argument checks and, since a module command's flags are static,
 //! the per-function checks processCommand makes for FCALL (spec commands.md §4.1, SPEC rule 6).
 
+use std::cell::Cell;
+use std::ptr;
+
 use rfunc_core::library::FunctionFlags;
 use valkey_module::raw;
 
@@ -8,6 +11,12 @@ use crate::engine::{self, RunCtx};
 use crate::host;
 use crate::rm::{self as api, Ctx};
 use crate::runtime;
+
+thread_local! {
+    /// The arguments of the RFUNC.FCALL being dispatched as the server's strings: set by its command entry
+    /// just before the handler, taken by the handler.
+    pub static RAW_ARGV: Cell<*const *mut raw::RedisModuleString> = const { Cell::new(ptr::null()) };
+}
 
 pub fn fcall(ctx: Ctx, argv: &[&[u8]]) {
     run(ctx, argv, false);
@@ -52,6 +61,7 @@ pub fn declare_keys(
 }
 
 fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
+    let raw_argv = RAW_ARGV.replace(ptr::null());
     let r = runtime::with_call(|rt| {
         let Some(found) = rt.registry.function(argv[1]) else {
             api::reply_error(ctx, "ERR Function not found");
@@ -147,6 +157,10 @@ fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
             start_us: api::monotonic_us(),
             busy_reported: false,
             filter_armed: false,
+            raw_argv,
+            hold_args: host::get().calls_hold_arguments(),
+            lua_args: [ptr::null(); engine::LUA_ARGS],
+            lua_args_len: 0,
         };
         engine::clear_kill();
         let out = rt.engine.call(&mut run, callback, keys, args);

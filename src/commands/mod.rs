@@ -109,6 +109,7 @@ macro_rules! fcall_entry {
                 let _ = catch_unwind(|| fcall::declare_keys(ctx, argv, argc));
                 return raw::REDISMODULE_OK as c_int;
             }
+            fcall::RAW_ARGV.set(argv);
             dispatch(ctx, argv, argc, $name, $handler)
         }
     };

@@ -14,7 +14,7 @@ use valkey_module::raw;
 use super::lua::{push_bytes, push_error_table, running, running_in, to_bytes as lua_bytes};
 use crate::hash::{fnv1a, FnvBuild};
 use crate::host;
-use crate::rm::{self as api, reply, CallArgs};
+use crate::rm::{self as api, reply, CallArg, CallArgs};
 
 /// What rfunc needs to know about a command (from `COMMAND INFO`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -342,9 +342,16 @@ fn refused_for_no_user(r: &api::CallReply, errno: c_int) -> bool {
         && reply::bytes(r.0).windows(TEXT.len()).any(|w| w == TEXT)
 }
 
-/// Runs `f` with the arguments of the Lua call after the command name, as byte strings borrowed from the Lua
-/// stack (numbers formatted the server's way first), kept on the stack for the usual handful.
-unsafe fn with_call_args<R>(l: *mut lua_State, argc: c_int, f: impl FnOnce(&[&[u8]]) -> R) -> R {
+/// Runs `f` with the arguments of the Lua call after the command name: the caller's own string for a KEYS /
+/// ARGV entry (see `RunCtx::caller_string`), else the bytes borrowed from the Lua stack (numbers formatted the
+/// server's way first), or where calls hold their arguments (`RunCtx::hold_args`) a string made for the call
+/// and freed after it; kept on the stack for the usual handful.
+unsafe fn with_call_args<R>(
+    l: *mut lua_State,
+    argc: c_int,
+    run: &mut super::RunCtx,
+    f: impl FnOnce(&mut super::RunCtx, &[CallArg]) -> R,
+) -> R {
     const INLINE: usize = 16;
     // Numbers first (no allocation when there are none), so the strings can borrow them.
     let mut numbers: Vec<String> = Vec::new();
@@ -354,24 +361,46 @@ unsafe fn with_call_args<R>(l: *mut lua_State, argc: c_int, f: impl FnOnce(&[&[u
         }
     }
     let mut numbers_left = numbers.iter();
-    let mut arg = |i: c_int| -> &[u8] {
+    let caller = &*run;
+    let mut arg = |i: c_int| -> CallArg {
         if ffi::lua_type(l, i) == ffi::LUA_TNUMBER {
-            numbers_left.next().expect("counted").as_bytes()
+            CallArg::Bytes(numbers_left.next().expect("counted").as_bytes())
         } else {
-            lua_bytes(l, i).unwrap_or_default()
+            let b = lua_bytes(l, i).unwrap_or_default();
+            caller
+                .caller_string(b)
+                .map_or(CallArg::Bytes(b), CallArg::String)
         }
     };
     let n = (argc - 1) as usize;
-    if n <= INLINE {
-        let mut bufs: [&[u8]; INLINE] = [&[]; INLINE];
-        for (k, b) in bufs.iter_mut().take(n).enumerate() {
+    let mut inline = [CallArg::Bytes(&[]); INLINE];
+    let mut spilled: Vec<CallArg>;
+    let args: &mut [CallArg] = if n <= INLINE {
+        for (k, b) in inline.iter_mut().take(n).enumerate() {
             *b = arg(k as c_int + 2);
         }
-        f(&bufs[..n])
+        &mut inline[..n]
     } else {
-        let bufs: Vec<&[u8]> = (2..=argc).map(arg).collect();
-        f(&bufs)
+        spilled = (2..=argc).map(arg).collect();
+        &mut spilled
+    };
+    if !run.hold_args {
+        return f(run, args);
     }
+    let mut made = ARGV.with(|a| a.take());
+    for a in args.iter_mut() {
+        if let CallArg::Bytes(b) = *a {
+            let s = api::create_string(std::ptr::null_mut(), b);
+            made.push(s);
+            *a = CallArg::String(s);
+        }
+    }
+    let out = f(run, args);
+    for s in made.drain(..) {
+        api::free_string(std::ptr::null_mut(), s);
+    }
+    ARGV.with(|a| a.set(made));
+    out
 }
 
 /// `server.call` (raise = true) and `server.pcall` (raise = false).
@@ -407,8 +436,8 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     let result = if run.cluster {
         call_in_cluster(l, run, argc, name.bytes())
     } else {
-        Ok(with_call_args(l, argc, |args| {
-            call_as_caller(run, name.bytes(), false, CallArgs::Buffers(args))
+        Ok(with_call_args(l, argc, run, |run, args| {
+            call_as_caller(run, name.bytes(), false, CallArgs::Mixed(args))
         }))
     };
     drop(name);

@@ -247,6 +247,27 @@ pub struct RunCtx {
     pub busy_reported: bool,
     /// The run armed the KILL command filter (it yielded): it is removed when the run ends.
     pub filter_armed: bool,
+    /// The caller's arguments as the server's strings (null when not known), and where the Lua strings of the
+    /// first KEYS then ARGV entries live (see `caller_string`).
+    pub raw_argv: *const *mut valkey_module::raw::RedisModuleString,
+    /// Every argument of a call goes to the server as a string the run holds (`Host::calls_hold_arguments`).
+    pub hold_args: bool,
+    pub lua_args: [*const u8; LUA_ARGS],
+    pub lua_args_len: u8,
+}
+
+/// How many KEYS / ARGV entries a run remembers for `RunCtx::caller_string`.
+pub const LUA_ARGS: usize = 8;
+
+/// A string the server keeps in the form it arrived in whoever holds it: short enough for the embedded encoding
+/// (44 bytes, OBJ_ENCODING_EMBSTR_SIZE_LIMIT: a longer caller's string may carry spare room a fresh copy has
+/// not), and unless `held`, not integer-like (those may become integers). Conservative: "007" or "-0" would
+/// stay strings, but are not shared either.
+fn stored_as_is(bytes: &[u8], held: bool) -> bool {
+    const EMBSTR_LIMIT: usize = 44;
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    bytes.len() <= EMBSTR_LIMIT
+        && (held || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit))
 }
 
 impl RunCtx {
@@ -265,6 +286,29 @@ impl RunCtx {
     pub fn argv(&self) -> &[&[u8]] {
         // SAFETY: set from the running command's argument slice, which outlives the run.
         unsafe { std::slice::from_raw_parts(self.argv_ptr, self.argv_len) }
+    }
+
+    /// The caller's own argument string holding `bytes`, if `bytes` is a Lua string of a KEYS / ARGV entry
+    /// (these are passed to the server by reference: no new object per call). The Lua string is recognised by
+    /// where it lives, then checked byte for byte: the entry may have been collected and its memory reused.
+    ///
+    /// Only strings the server stores exactly as it would store a fresh copy are shared: it re-encodes an
+    /// argument it keeps (an integer-like value becomes an integer, a long one is trimmed) only when nobody else
+    /// holds it, and the caller's string is held by the caller. Where calls hold their arguments anyway
+    /// (`hold_args`), integer-like strings are shared too.
+    pub fn caller_string(
+        &self,
+        bytes: &[u8],
+    ) -> Option<*mut valkey_module::raw::RedisModuleString> {
+        if self.raw_argv.is_null() || !stored_as_is(bytes, self.hold_args) {
+            return None;
+        }
+        let at = self.lua_args[..self.lua_args_len as usize]
+            .iter()
+            .position(|&p| p == bytes.as_ptr())?;
+        let pos = 3 + at;
+        // SAFETY: raw_argv holds argv_len strings for the run; `pos` < argv_len (see call_entry).
+        (self.argv().get(pos) == Some(&bytes)).then(|| unsafe { *self.raw_argv.add(pos) })
     }
 }
 
@@ -1212,12 +1256,24 @@ unsafe extern "C-unwind" fn call_entry(l: *mut lua_State) -> c_int {
     let job = &*(ffi::lua_touserdata(l, 1) as *const CallJob);
     ffi::lua_settop(l, 0);
     ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, job.callback as _);
+    // Where the first entries' Lua strings live, for `RunCtx::caller_string` (entry n is the caller's argv[3 + n]).
+    let mut seen = [ptr::null::<u8>(); LUA_ARGS];
+    let mut n = 0;
     for list in [job.keys, job.args] {
         ffi::lua_createtable(l, list.len() as c_int, 0);
         for (i, v) in list.iter().enumerate() {
             push_bytes(l, v);
+            if n < LUA_ARGS {
+                seen[n] = ffi::lua_tolstring(l, -1, ptr::null_mut()) as *const u8;
+                n += 1;
+            }
             ffi::lua_rawseti(l, -2, (i + 1) as _);
         }
+    }
+    {
+        let run = &mut *job.run;
+        run.lua_args = seen;
+        run.lua_args_len = n as u8;
     }
     ffi::lua_call(l, 2, 1);
     let run = &*job.run;

@@ -9,7 +9,7 @@ pub mod reply;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use lua::{LuaEngine, Registered, RunCtx};
+pub use lua::{LuaEngine, Registered, RunCtx, LUA_ARGS};
 
 static KILL: AtomicBool = AtomicBool::new(false);
 
