@@ -143,6 +143,21 @@ def median_time(fn, repeat):
     return statistics.median(times)
 
 
+def paired_times(builtin, rfunc, rounds):
+    """Times the two sides in alternation (ABBA), one of each per round, so that drift of the machine reaches
+    both alike: (median built-in seconds, median rfunc seconds, median of the rounds' ratios built-in / rfunc).
+    `builtin` and `rfunc` return the seconds of one run."""
+    b, r = [], []
+    for rnd in range(rounds):
+        if rnd % 2 == 0:
+            b.append(builtin())
+            r.append(rfunc())
+        else:
+            r.append(rfunc())
+            b.append(builtin())
+    return statistics.median(b), statistics.median(r), statistics.median(x / y for x, y in zip(b, r))
+
+
 def load_bench_data(c):
     c.call("FUNCTION", "LOAD", "REPLACE", LIBRARY)
     c.call("RFUNC.LOAD", "REPLACE", LIBRARY)
@@ -263,14 +278,14 @@ def operations(c):
     big = open(os.path.join(ROOT, "core/tests/vectors/valkey-9.1.2--big-2000-functions.bin"), "rb").read()
     c.call("FUNCTION", "FLUSH", "SYNC")
     c.call("RFUNC.FLUSH", "SYNC")
-    tb = median_time(lambda: c.call("FUNCTION", "RESTORE", big, "REPLACE"), 7)
-    tr = median_time(lambda: c.call("RFUNC.RESTORE", big, "REPLACE"), 7)
-    ratios.append(tb / tr)
-    print(f"{'RESTORE 2000-function payload (ms)':<40}{tb * 1e3:>12.2f}{tr * 1e3:>12.2f}{tb / tr:>8.2f}")
-    db = median_time(lambda: c.call("FUNCTION", "DUMP"), 20)
-    dr = median_time(lambda: c.call("RFUNC.DUMP"), 20)
-    ratios.append(db / dr)
-    print(f"{'DUMP 2000-function payload (ms)':<40}{db * 1e3:>12.2f}{dr * 1e3:>12.2f}{db / dr:>8.2f}")
+    tb, tr, ratio = paired_times(lambda: median_time(lambda: c.call("FUNCTION", "RESTORE", big, "REPLACE"), 1),
+                                 lambda: median_time(lambda: c.call("RFUNC.RESTORE", big, "REPLACE"), 1), 9)
+    ratios.append(ratio)
+    print(f"{'RESTORE 2000-function payload (ms)':<40}{tb * 1e3:>12.2f}{tr * 1e3:>12.2f}{ratio:>8.2f}")
+    db, dr, ratio = paired_times(lambda: median_time(lambda: c.call("FUNCTION", "DUMP"), 5),
+                                 lambda: median_time(lambda: c.call("RFUNC.DUMP"), 5), 9)
+    ratios.append(ratio)
+    print(f"{'DUMP 2000-function payload (ms)':<40}{db * 1e3:>12.2f}{dr * 1e3:>12.2f}{ratio:>8.2f}")
     c.call("FUNCTION", "FLUSH", "SYNC")
     c.call("RFUNC.FLUSH", "SYNC")
 
@@ -285,17 +300,18 @@ def operations(c):
                 fields[k] = v
         return fields
 
-    # RDB save + load (DEBUG RELOAD) with 1000 libraries in one registry, the other empty.
-    for code in libs:
-        c.call("FUNCTION", "LOAD", code)
-    sb = median_time(lambda: c.call("DEBUG", "RELOAD"), 7)
-    c.call("FUNCTION", "FLUSH", "SYNC")
-    for code in libs:
-        c.call("RFUNC.LOAD", code)
-    sr = median_time(lambda: c.call("DEBUG", "RELOAD"), 7)
-    c.call("RFUNC.FLUSH", "SYNC")
-    ratios.append(sb / sr)
-    print(f"{'RDB save + load, 1000 libraries (ms)':<40}{sb * 1e3:>12.1f}{sr * 1e3:>12.1f}{sb / sr:>8.2f}")
+    # RDB save + load (DEBUG RELOAD) with 1000 libraries in one registry, the other empty; the sides take turns.
+    def reload_with(load, flush):
+        for code in libs:
+            c.call(*load, code)
+        t = median_time(lambda: c.call("DEBUG", "RELOAD"), 3)
+        c.call(*flush, "SYNC")
+        return t
+
+    sb, sr, ratio = paired_times(lambda: reload_with(["FUNCTION", "LOAD"], ["FUNCTION", "FLUSH"]),
+                                 lambda: reload_with(["RFUNC.LOAD"], ["RFUNC.FLUSH"]), 6)
+    ratios.append(ratio)
+    print(f"{'RDB save + load, 1000 libraries (ms)':<40}{sb * 1e3:>12.1f}{sr * 1e3:>12.1f}{ratio:>8.2f}")
 
     # Memory of 1000 libraries, each on a fresh server. The built-in's Lua heap is allocated with libc, outside
     # used_memory, and reported as used_memory_vm_functions (Lua's own count, without malloc's overhead): its

@@ -1,7 +1,6 @@
 //! RFUNC.FCALL / RFUNC.FCALL_RO: the built-in's argument checks and, since a module command's flags are static,
 //! the per-function checks processCommand makes for FCALL (spec commands.md §4.1, SPEC rule 6).
 
-use std::cell::Cell;
 use std::ptr;
 
 use rfunc_core::library::FunctionFlags;
@@ -12,18 +11,15 @@ use crate::host;
 use crate::rm::{self as api, Ctx};
 use crate::runtime;
 
-thread_local! {
-    /// The arguments of the RFUNC.FCALL being dispatched as the server's strings: set by its command entry
-    /// just before the handler, taken by the handler.
-    pub static RAW_ARGV: Cell<*const *mut raw::RedisModuleString> = const { Cell::new(ptr::null()) };
+/// The server's argument strings of the command as it came (`raw`) and as byte strings (`argv`).
+type Raw = *mut *mut raw::RedisModuleString;
+
+pub fn fcall(ctx: Ctx, raw: Raw, argv: &[&[u8]]) {
+    run(ctx, raw, argv, false);
 }
 
-pub fn fcall(ctx: Ctx, argv: &[&[u8]]) {
-    run(ctx, argv, false);
-}
-
-pub fn fcall_ro(ctx: Ctx, argv: &[&[u8]]) {
-    run(ctx, argv, true);
+pub fn fcall_ro(ctx: Ctx, raw: Raw, argv: &[&[u8]]) {
+    run(ctx, raw, argv, true);
 }
 
 fn parse_numkeys(s: &[u8]) -> Option<i64> {
@@ -60,8 +56,7 @@ pub fn declare_keys(
     }
 }
 
-fn run(ctx: Ctx, argv: &[&[u8]], read_only_cmd: bool) {
-    let raw_argv = RAW_ARGV.replace(ptr::null());
+fn run(ctx: Ctx, raw_argv: Raw, argv: &[&[u8]], read_only_cmd: bool) {
     let r = runtime::with_call(|rt| {
         let Some(found) = rt.registry.function(argv[1]) else {
             api::reply_error(ctx, "ERR Function not found");

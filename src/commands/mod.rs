@@ -15,17 +15,15 @@ use valkey_module::raw;
 
 use crate::rm::{self as api, Ctx};
 
-/// A handler gets the context and the arguments (argv[0] is the command name) and writes its own reply.
-pub type Handler = fn(Ctx, &[&[u8]]);
-
-/// Calls a handler with a panic guard: a panic becomes an error reply and a log line, never an unwind into the
+/// Calls a handler (it gets the context and the arguments, argv[0] being the command name, and writes its own
+/// reply) with a panic guard: a panic becomes an error reply and a log line, never an unwind into the
 /// server.
 fn dispatch(
     ctx: Ctx,
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
     name: &str,
-    handler: Handler,
+    handler: impl FnOnce(Ctx, &[&[u8]]),
 ) -> c_int {
     let r = catch_unwind(AssertUnwindSafe(|| {
         let raw_args = unsafe { std::slice::from_raw_parts(argv, argc as usize) };
@@ -109,8 +107,9 @@ macro_rules! fcall_entry {
                 let _ = catch_unwind(|| fcall::declare_keys(ctx, argv, argc));
                 return raw::REDISMODULE_OK as c_int;
             }
-            fcall::RAW_ARGV.set(argv);
-            dispatch(ctx, argv, argc, $name, $handler)
+            dispatch(ctx, argv, argc, $name, |ctx, args| {
+                $handler(ctx, argv, args)
+            })
         }
     };
 }

@@ -189,18 +189,22 @@ unsafe fn lua_arg<'a>(l: *mut lua_State, i: c_int) -> Option<Arg<'a>> {
     }
 }
 
-/// Checks the argument types of a call: the built-in's errors for none and for a bad one.
-unsafe fn check_args(l: *mut lua_State) -> Result<c_int, &'static [u8]> {
+/// Checks the argument types of a call: the built-in's errors for none and for a bad one. Returns the argument
+/// count and whether any argument is a number.
+unsafe fn check_args(l: *mut lua_State) -> Result<(c_int, bool), &'static [u8]> {
     let argc = ffi::lua_gettop(l);
     if argc == 0 {
         return Err(b"ERR Please specify at least one argument for this call");
     }
+    let mut numbers = false;
     for i in 1..=argc {
-        if !matches!(ffi::lua_type(l, i), ffi::LUA_TSTRING | ffi::LUA_TNUMBER) {
-            return Err(b"ERR Command arguments must be strings or integers");
+        match ffi::lua_type(l, i) {
+            ffi::LUA_TSTRING => {}
+            ffi::LUA_TNUMBER => numbers = true,
+            _ => return Err(b"ERR Command arguments must be strings or integers"),
         }
     }
-    Ok(argc)
+    Ok((argc, numbers))
 }
 
 /// Normalises an error text from a called command the way the built-in does, mapping the module API's
@@ -348,22 +352,24 @@ fn refused_for_no_user(r: &api::CallReply, errno: c_int) -> bool {
 /// and freed after it; kept on the stack for the usual handful.
 unsafe fn with_call_args<R>(
     l: *mut lua_State,
-    argc: c_int,
+    (argc, any_number): (c_int, bool),
     run: &mut super::RunCtx,
     f: impl FnOnce(&mut super::RunCtx, &[CallArg]) -> R,
 ) -> R {
     const INLINE: usize = 16;
     // Numbers first (no allocation when there are none), so the strings can borrow them.
     let mut numbers: Vec<String> = Vec::new();
-    for i in 2..=argc {
-        if ffi::lua_type(l, i) == ffi::LUA_TNUMBER {
-            numbers.push(lua_number_arg(ffi::lua_tonumber(l, i)));
+    if any_number {
+        for i in 2..=argc {
+            if ffi::lua_type(l, i) == ffi::LUA_TNUMBER {
+                numbers.push(lua_number_arg(ffi::lua_tonumber(l, i)));
+            }
         }
     }
     let mut numbers_left = numbers.iter();
     let caller = &*run;
     let mut arg = |i: c_int| -> CallArg {
-        if ffi::lua_type(l, i) == ffi::LUA_TNUMBER {
+        if any_number && ffi::lua_type(l, i) == ffi::LUA_TNUMBER {
             CallArg::Bytes(numbers_left.next().expect("counted").as_bytes())
         } else {
             let b = lua_bytes(l, i).unwrap_or_default();
@@ -384,22 +390,23 @@ unsafe fn with_call_args<R>(
         spilled = (2..=argc).map(arg).collect();
         &mut spilled
     };
-    if !run.hold_args {
+    if !run.hold_args || !args.iter().any(|a| matches!(a, CallArg::Bytes(_))) {
         return f(run, args);
     }
-    let mut made = ARGV.with(|a| a.take());
     for a in args.iter_mut() {
         if let CallArg::Bytes(b) = *a {
-            let s = api::create_string(std::ptr::null_mut(), b);
-            made.push(s);
-            *a = CallArg::String(s);
+            *a = CallArg::String(api::create_string(std::ptr::null_mut(), b));
         }
     }
     let out = f(run, args);
-    for s in made.drain(..) {
-        api::free_string(std::ptr::null_mut(), s);
+    // The strings made here are the ones that are not the caller's.
+    for a in args.iter() {
+        if let CallArg::String(s) = *a {
+            if !run.is_caller_string(s) {
+                api::free_string(std::ptr::null_mut(), s);
+            }
+        }
     }
-    ARGV.with(|a| a.set(made));
     out
 }
 
@@ -416,8 +423,8 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     let Some(run) = running_in(l) else {
         return fail(b"ERR server.call can only be called inside a script invocation");
     };
-    let argc = match check_args(l) {
-        Ok(n) => n,
+    let (argc, any_number) = match check_args(l) {
+        Ok(checked) => checked,
         Err(msg) => return fail(msg),
     };
     let ctx = run.ctx;
@@ -436,7 +443,7 @@ pub unsafe fn server_call(l: *mut lua_State, raise: bool) -> Result<c_int, ()> {
     let result = if run.cluster {
         call_in_cluster(l, run, argc, name.bytes())
     } else {
-        Ok(with_call_args(l, argc, run, |run, args| {
+        Ok(with_call_args(l, (argc, any_number), run, |run, args| {
             call_as_caller(run, name.bytes(), false, CallArgs::Mixed(args))
         }))
     };
@@ -678,7 +685,7 @@ pub unsafe fn acl_check_cmd(l: *mut lua_State) -> Result<c_int, ()> {
         return Err(());
     };
     let argc = match check_args(l) {
-        Ok(n) => n,
+        Ok((n, _)) => n,
         Err(msg) => {
             push_error_table(l, msg);
             return Err(());

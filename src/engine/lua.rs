@@ -288,9 +288,16 @@ impl RunCtx {
         unsafe { std::slice::from_raw_parts(self.argv_ptr, self.argv_len) }
     }
 
+    /// `s` is one of the caller's own argument strings (handed out by `caller_string`).
+    pub fn is_caller_string(&self, s: *mut valkey_module::raw::RedisModuleString) -> bool {
+        // SAFETY: raw_argv holds argv_len strings for the run.
+        !self.raw_argv.is_null()
+            && unsafe { std::slice::from_raw_parts(self.raw_argv, self.argv_len) }.contains(&s)
+    }
+
     /// The caller's own argument string holding `bytes`, if `bytes` is a Lua string of a KEYS / ARGV entry
     /// (these are passed to the server by reference: no new object per call). The Lua string is recognised by
-    /// where it lives, then checked byte for byte: the entry may have been collected and its memory reused.
+    /// where it lives: `call_entry` keeps those strings alive for the run, so no other string can live there.
     ///
     /// Only strings the server stores exactly as it would store a fresh copy are shared: it re-encodes an
     /// argument it keeps (an integer-like value becomes an integer, a long one is trimmed) only when nobody else
@@ -307,8 +314,10 @@ impl RunCtx {
             .iter()
             .position(|&p| p == bytes.as_ptr())?;
         let pos = 3 + at;
+        debug_assert_eq!(self.argv().get(pos), Some(&bytes));
         // SAFETY: raw_argv holds argv_len strings for the run; `pos` < argv_len (see call_entry).
-        (self.argv().get(pos) == Some(&bytes)).then(|| unsafe { *self.raw_argv.add(pos) })
+        (self.argv().get(pos).map(|a| a.len()) == Some(bytes.len()))
+            .then(|| unsafe { *self.raw_argv.add(pos) })
     }
 }
 
@@ -1255,18 +1264,26 @@ unsafe fn error_message(l: *mut lua_State, idx: c_int) -> (Vec<u8>, Option<(Vec<
 unsafe extern "C-unwind" fn call_entry(l: *mut lua_State) -> c_int {
     let job = &*(ffi::lua_touserdata(l, 1) as *const CallJob);
     ffi::lua_settop(l, 0);
-    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, job.callback as _);
-    // Where the first entries' Lua strings live, for `RunCtx::caller_string` (entry n is the caller's argv[3 + n]).
+    // The first entries' Lua strings stay in this frame's stack slots for the whole run, out of the function's
+    // reach, so where they live identifies them (`RunCtx::caller_string`; entry n is the caller's argv[3 + n]).
     let mut seen = [ptr::null::<u8>(); LUA_ARGS];
     let mut n = 0;
+    for v in job.keys.iter().chain(job.args).take(LUA_ARGS) {
+        push_bytes(l, v);
+        seen[n] = ffi::lua_tolstring(l, -1, ptr::null_mut()) as *const u8;
+        n += 1;
+    }
+    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, job.callback as _);
+    let mut entry = 0;
     for list in [job.keys, job.args] {
         ffi::lua_createtable(l, list.len() as c_int, 0);
         for (i, v) in list.iter().enumerate() {
-            push_bytes(l, v);
-            if n < LUA_ARGS {
-                seen[n] = ffi::lua_tolstring(l, -1, ptr::null_mut()) as *const u8;
-                n += 1;
+            if entry < n {
+                ffi::lua_pushvalue(l, entry as c_int + 1);
+            } else {
+                push_bytes(l, v);
             }
+            entry += 1;
             ffi::lua_rawseti(l, -2, (i + 1) as _);
         }
     }
