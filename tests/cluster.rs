@@ -124,7 +124,8 @@ server.register_function('undeclared', function() server.call('get', 'foo') retu
 server.register_function('msetk', function(k) return server.call('mset', k[1], 'a', 'bar', 'b') end)
 server.register_function{function_name='cross', callback=function(k) server.call('get', k[1]) return server.call('get', 'foo{x}') end, flags={'allow-cross-slot-keys'}}
 server.register_function{function_name='nocluster', callback=function() return 1 end, flags={'no-cluster'}}
-server.register_function('nokeys', function() return 'here' end)";
+server.register_function('nokeys', function() return 'here' end)
+server.register_function('setenc', function(k, a) server.call('set', k[1], a[1]) return server.call('object', 'encoding', k[1]) end)";
 
 #[test]
 fn cluster_routing_and_function_rules_match_the_builtin() {
@@ -162,6 +163,9 @@ fn cluster_routing_and_function_rules_match_the_builtin() {
         vec!["FCALL", "nocluster", "0"],
         vec!["FCALL_RO", "nocluster", "0"],
         vec!["FCALL", "nokeys", "0"],
+        // What a command stores from an argument keeps the built-in's encoding (int before 9.1, embstr on 9.1).
+        vec!["FCALL", "setenc", "1", &local_key, "123"],
+        vec!["FCALL", "setenc", "1", &local_key, "abc"],
     ] {
         t.check(&args);
     }

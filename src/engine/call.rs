@@ -503,12 +503,21 @@ unsafe fn call_in_cluster(
     });
     let result = match slot_error {
         Some(e) => Err(e),
-        None => Ok(call_as_caller(
+        // Strings this run holds, where calls hold their arguments; else buffers, so the server owns the objects
+        // it makes and may re-encode what it stores, as before 9.1 (`Host::calls_hold_arguments`).
+        None if run.hold_args => Ok(call_as_caller(
             run,
             name,
             false,
             CallArgs::Strings(&strs[1..]),
         )),
+        None => {
+            let bufs: Vec<CallArg> = strs[1..]
+                .iter()
+                .map(|&s| CallArg::Bytes(api::string_bytes(s)))
+                .collect();
+            Ok(call_as_caller(run, name, false, CallArgs::Mixed(&bufs)))
+        }
     };
     for s in strs.drain(..) {
         api::free_string(ctx, s);
