@@ -1577,3 +1577,42 @@ impl LuaEngine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::stored_as_is;
+
+    #[test]
+    fn only_strings_stored_as_they_came_are_shared() {
+        // Before 9.1 (the call's client alone holds the arguments): integer-like strings may become integers.
+        for s in [
+            "abc",
+            "",
+            "-",
+            "4.5",
+            "1e3",
+            "0x10",
+            "k{1}",
+            "-a1",
+            &"x".repeat(44),
+        ] {
+            assert!(stored_as_is(s.as_bytes(), false), "{s:?}");
+        }
+        for s in [
+            "0",
+            "123",
+            "-7",
+            "007",
+            "-0",
+            "12345678901234567890123",
+            &"x".repeat(45),
+        ] {
+            assert!(!stored_as_is(s.as_bytes(), false), "{s:?}");
+        }
+        // 9.1 (calls hold their arguments): any short string, long ones still get a fresh copy.
+        for s in ["123", "-7", "0", "abc", &"y".repeat(44)] {
+            assert!(stored_as_is(s.as_bytes(), true), "{s:?}");
+        }
+        assert!(!stored_as_is("y".repeat(45).as_bytes(), true));
+    }
+}
