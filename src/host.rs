@@ -101,6 +101,12 @@ impl Host {
     pub fn calls_hold_arguments(&self) -> bool {
         self.at_least(9, 1)
     }
+    /// From 8.1 the server never keeps a short string argument object itself: a value it stores is copied into a
+    /// new object that embeds its key (objectSetKeyAndExpire). 8.0 stores the argument object, so a caller's
+    /// string handed to a call would show an extra reference (OBJECT REFCOUNT) while the function runs.
+    pub fn stores_copies_of_arguments(&self) -> bool {
+        self.at_least(8, 1)
+    }
     pub fn killed_message(&self) -> &'static str {
         if self.at_least(8, 1) {
             "ERR Script killed by user with FUNCTION KILL."

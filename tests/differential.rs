@@ -485,7 +485,8 @@ fn values_stored_from_keys_and_args_match_the_builtin() {
          for i, v in ipairs(a) do\n\
            server.call('set', k[1], v) server.call('set', v, k[1]) server.call('rpush', 'l', v)\n\
            out[#out + 1] = {server.call('object', 'encoding', k[1]), server.call('get', k[1]),\n\
-             server.call('object', 'encoding', v), server.call('get', v)}\n\
+             server.call('object', 'encoding', v), server.call('get', v),\n\
+             server.call('object', 'refcount', k[1]), server.call('object', 'refcount', v)}\n\
          end\n\
          out[#out + 1] = server.call('lrange', 'l', 0, -1)\n\
          return out\nend)",
@@ -512,6 +513,54 @@ fn values_stored_from_keys_and_args_match_the_builtin() {
         t.check(&args);
     }
     t.assert_clean();
+}
+
+/// A caller on the inline protocol has its arguments in the raw encoding; what a function stores from them is
+/// still stored like a fresh copy, as the built-in does.
+#[test]
+fn values_stored_from_inline_protocol_arguments_match_the_builtin() {
+    use std::io::{Read, Write};
+    let server = Server::shared();
+    let mut t = Twin::new(server.conn());
+    t.load(
+        "#!lua name=inl\nserver.register_function('inl', function(k, a)\n\
+         server.call('set', k[1], a[1]) server.call('set', a[1], k[1])\n\
+         return {server.call('object', 'encoding', k[1]), server.call('object', 'encoding', a[1]),\n\
+           server.call('get', k[1]), server.call('get', a[1])}\nend)",
+    );
+    let mut inline = |cmd: &str| -> Vec<u8> {
+        let mut s =
+            std::net::TcpStream::connect((server.host.as_str(), server.port)).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        s.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The reply is an array of four short bulk strings: read until the fourth one ends.
+        while out.iter().filter(|&&b| b == b'\n').count() < 9 {
+            let n = s.read(&mut buf).expect("read");
+            assert!(
+                n > 0,
+                "connection closed after {:?}",
+                String::from_utf8_lossy(&out)
+            );
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    };
+    for (key, value) in [
+        ("ik", "hello"),
+        ("ik2", "123"),
+        ("ik3", "abcdefghijklmnopqrstuvwxyzabcdefghij"),
+    ] {
+        let builtin = inline(&format!("FCALL inl 1 {key} {value}"));
+        let ours = inline(&format!("RFUNC.FCALL inl 1 {key} {value}"));
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&builtin),
+            "{key} {value}"
+        );
+    }
 }
 
 #[test]

@@ -152,7 +152,12 @@ fn run(ctx: Ctx, raw_argv: Raw, argv: &[&[u8]], read_only_cmd: bool) {
             start_us: api::monotonic_us(),
             busy_reported: false,
             filter_armed: false,
-            raw_argv,
+            // The caller's strings go to calls by reference only where that is invisible (see caller_string).
+            raw_argv: if host::get().stores_copies_of_arguments() {
+                raw_argv
+            } else {
+                ptr::null_mut()
+            },
             hold_args: host::get().calls_hold_arguments(),
             lua_args: [ptr::null(); engine::LUA_ARGS],
             lua_args_len: 0,

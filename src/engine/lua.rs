@@ -247,8 +247,8 @@ pub struct RunCtx {
     pub busy_reported: bool,
     /// The run armed the KILL command filter (it yielded): it is removed when the run ends.
     pub filter_armed: bool,
-    /// The caller's arguments as the server's strings (null when not known), and where the Lua strings of the
-    /// first KEYS then ARGV entries live (see `caller_string`).
+    /// The caller's arguments as the server's strings (null when not known or not to be shared), and where the
+    /// Lua strings of the first KEYS then ARGV entries live (see `caller_string`).
     pub raw_argv: *const *mut valkey_module::raw::RedisModuleString,
     /// Every argument of a call goes to the server as a string the run holds (`Host::calls_hold_arguments`).
     pub hold_args: bool,
@@ -302,7 +302,9 @@ impl RunCtx {
     /// Only strings the server stores exactly as it would store a fresh copy are shared: it re-encodes an
     /// argument it keeps (an integer-like value becomes an integer, a long one is trimmed) only when nobody else
     /// holds it, and the caller's string is held by the caller. Where calls hold their arguments anyway
-    /// (`hold_args`), integer-like strings are shared too.
+    /// (`hold_args`), integer-like strings are shared too. And only strings in the embedded encoding, as a
+    /// fresh copy would be: a caller that used the inline protocol has its arguments in the raw encoding, and
+    /// a raw string is stored raw.
     pub fn caller_string(
         &self,
         bytes: &[u8],
@@ -314,10 +316,12 @@ impl RunCtx {
             .iter()
             .position(|&p| p == bytes.as_ptr())?;
         let pos = 3 + at;
-        debug_assert_eq!(self.argv().get(pos), Some(&bytes));
-        // SAFETY: raw_argv holds argv_len strings for the run; `pos` < argv_len (see call_entry).
-        (self.argv().get(pos).map(|a| a.len()) == Some(bytes.len()))
-            .then(|| unsafe { *self.raw_argv.add(pos) })
+        let theirs = *self.argv().get(pos)?;
+        debug_assert_eq!(theirs, bytes);
+        // SAFETY: raw_argv holds argv_len strings for the run and pos < argv_len; `theirs` is that string's data.
+        let s = unsafe { *self.raw_argv.add(pos) };
+        (theirs.len() == bytes.len() && unsafe { api::is_embedded_string(s, theirs.as_ptr()) })
+            .then_some(s)
     }
 }
 
