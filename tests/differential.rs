@@ -528,7 +528,7 @@ fn values_stored_from_inline_protocol_arguments_match_the_builtin() {
          return {server.call('object', 'encoding', k[1]), server.call('object', 'encoding', a[1]),\n\
            server.call('get', k[1]), server.call('get', a[1])}\nend)",
     );
-    let mut inline = |cmd: &str| -> Vec<u8> {
+    let inline = |cmd: &str| -> Vec<u8> {
         let mut s =
             std::net::TcpStream::connect((server.host.as_str(), server.port)).expect("connect");
         s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
