@@ -22,6 +22,20 @@ pub fn count_call(failed: bool) {
     }
 }
 
+/// Test builds only: KEYS / ARGV strings handed to calls by reference (see `RunCtx::caller_string`), so the
+/// tests see that the sharing they check for invisibility does happen.
+#[cfg(feature = "test-hooks")]
+static ARGS_BY_REFERENCE: AtomicU64 = AtomicU64::new(0);
+
+#[inline]
+pub fn count_arg_by_reference() {
+    #[cfg(feature = "test-hooks")]
+    ARGS_BY_REFERENCE.store(
+        ARGS_BY_REFERENCE.load(Ordering::Relaxed) + 1,
+        Ordering::Relaxed,
+    );
+}
+
 unsafe fn field_i64(ctx: *mut raw::RedisModuleInfoCtx, name: &str, v: i64) {
     let name = CString::new(name).expect("field name");
     api!(RedisModule_InfoAddFieldLongLong)(ctx, name.as_ptr(), v);
@@ -44,6 +58,12 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
         field_i64(ctx, "engine_memory", runtime::engine_memory() as i64);
         field_i64(ctx, "calls", CALLS.load(Ordering::Relaxed) as i64);
         field_i64(ctx, "errors", ERRORS.load(Ordering::Relaxed) as i64);
+        #[cfg(feature = "test-hooks")]
+        field_i64(
+            ctx,
+            "test_args_by_reference",
+            ARGS_BY_REFERENCE.load(Ordering::Relaxed) as i64,
+        );
         let running = lua::running()
             .map(|r| r.function().to_owned())
             .unwrap_or_default();

@@ -171,26 +171,16 @@ pub unsafe fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
     }
 }
 
-/// `s`, whose data is at `data`, is a string in the server's embedded encoding (EMBSTR: the bytes live in the
-/// object's own allocation). Read from the object layout every Valkey has had: the first byte holds the
-/// `type:4` and `encoding:4` bit-fields (string = 0, EMBSTR = 8), then come the object header (16 bytes), an
-/// 8-byte expire slot when the allocation had room (8.1+), and a 3-byte type-8 sds header. A server laid out
-/// otherwise gets `false`, which only means its strings are not shared.
+/// `s` is a string in the server's embedded encoding (EMBSTR: the bytes live in the object's own allocation).
+/// Read from the object's first byte, which holds its `type:4` and `encoding:4` bit-fields (string = 0, EMBSTR
+/// = 8) in every Valkey and Redis so far; what follows differs (16-byte header before 9.0, 8 bytes after). A
+/// server laid out otherwise gets `false`, which only means its strings are not shared.
 ///
 /// # Safety
-/// `data` must be the data pointer of `s` (RM_StringPtrLen).
-pub unsafe fn is_embedded_string(s: *const raw::RedisModuleString, data: *const u8) -> bool {
+/// `s` must be a valid module string.
+pub unsafe fn is_embedded_string(s: *const raw::RedisModuleString) -> bool {
     const STRING_EMBSTR: u8 = 8 << 4;
-    const OBJECT: usize = 16;
-    const EXPIRE: usize = 8;
-    const SDS8_HEADER: usize = 3;
-    const SDS_TYPE_MASK: u8 = 7;
-    const SDS_TYPE_8: u8 = 1;
-    let offset = (data as usize).wrapping_sub(s as usize);
     *(s as *const u8) == STRING_EMBSTR
-        && (offset == OBJECT + SDS8_HEADER || offset == OBJECT + EXPIRE + SDS8_HEADER)
-        // The sds flags byte just before the data (inside the object, per the offset).
-        && *data.sub(1) & SDS_TYPE_MASK == SDS_TYPE_8
 }
 
 pub fn create_string(ctx: Ctx, data: &[u8]) -> *mut raw::RedisModuleString {

@@ -563,6 +563,52 @@ fn values_stored_from_inline_protocol_arguments_match_the_builtin() {
     }
 }
 
+/// The sharing the two tests above prove invisible does happen where it is allowed (8.1+, embedded strings):
+/// a layout the module does not recognise would silently turn it off.
+#[test]
+fn keys_and_args_go_to_calls_by_reference_from_8_1() {
+    let server = Server::shared();
+    let mut c = server.conn();
+    c.cmd(&[
+        "RFUNC.LOAD",
+        "REPLACE",
+        "#!lua name=byref\nserver.register_function('byref', function(k, a) \
+         server.call('set', k[1], a[1]) return server.call('get', k[1]) end)",
+    ]);
+    let shared = |c: &mut common::Conn| -> i64 {
+        let info = c.cmd(&["INFO", "rfunc"]).as_str();
+        info.lines()
+            .find_map(|l| l.strip_prefix("rfunc_test_args_by_reference:"))
+            .expect("test builds report rfunc_test_args_by_reference")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = shared(&mut c);
+    // key twice (SET, GET), value once; "12" is integer-like: shared only where calls hold their arguments (9.1).
+    assert_eq!(
+        c.cmd(&["RFUNC.FCALL", "byref", "1", "byref:k", "hello"]),
+        Value::Bulk(b"hello".to_vec())
+    );
+    let after_text = shared(&mut c);
+    assert_eq!(
+        c.cmd(&["RFUNC.FCALL", "byref", "1", "byref:k", "12"]),
+        Value::Bulk(b"12".to_vec())
+    );
+    let after_int = shared(&mut c);
+    let v = server.version();
+    let expected = if (v.0, v.1) >= (8, 1) {
+        (3, if (v.0, v.1) >= (9, 1) { 3 } else { 2 })
+    } else {
+        (0, 0)
+    };
+    assert_eq!(
+        (after_text - before, after_int - after_text),
+        expected,
+        "server {v:?}"
+    );
+}
+
 #[test]
 fn fcall_argument_checks_match_the_builtin() {
     let server = Server::shared();

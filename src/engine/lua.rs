@@ -318,10 +318,13 @@ impl RunCtx {
         let pos = 3 + at;
         let theirs = *self.argv().get(pos)?;
         debug_assert_eq!(theirs, bytes);
-        // SAFETY: raw_argv holds argv_len strings for the run and pos < argv_len; `theirs` is that string's data.
+        // SAFETY: raw_argv holds argv_len strings for the run and pos < argv_len.
         let s = unsafe { *self.raw_argv.add(pos) };
-        (theirs.len() == bytes.len() && unsafe { api::is_embedded_string(s, theirs.as_ptr()) })
-            .then_some(s)
+        let shared = theirs.len() == bytes.len() && unsafe { api::is_embedded_string(s) };
+        if shared {
+            crate::info::count_arg_by_reference();
+        }
+        shared.then_some(s)
     }
 }
 
