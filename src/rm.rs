@@ -202,27 +202,6 @@ impl Drop for CallReply {
     }
 }
 
-/// RM_Call with a `v` (argv vector) format. `fmt` holds the other flag letters. Returns the reply (null if the
-/// server refused without an error reply) and the errno the server set.
-pub fn call_argv(
-    ctx: Ctx,
-    cmd: &[u8],
-    fmt: &str,
-    args: &[*mut raw::RedisModuleString],
-) -> (CallReply, c_int) {
-    let Ok(cmd) = CString::new(cmd) else {
-        return (CallReply(ptr::null_mut()), libc::ENOENT);
-    };
-    let fmt = CString::new(format!("v{fmt}")).expect("flag letters");
-    unsafe {
-        *libc::__errno_location() = 0;
-        let reply =
-            api!(RedisModule_Call)(ctx, cmd.as_ptr(), fmt.as_ptr(), args.as_ptr(), args.len());
-        let errno = *libc::__errno_location();
-        (CallReply(reply), errno)
-    }
-}
-
 /// One argument of a call in the mixed form: a buffer (`b`: the server makes the argument object) or a module
 /// string the caller already holds (`s`: the server takes a reference, no object is made).
 #[derive(Clone, Copy)]
@@ -360,12 +339,10 @@ pub fn call_raw(ctx: Ctx, cmd: &[u8], flags: &[u8; 16], args: CallArgs) -> (Call
 
 /// Calls a command with string arguments and no special flags (used for CONFIG GET / INFO / COMMAND INFO).
 pub fn call_simple(ctx: Ctx, cmd: &str, args: &[&[u8]]) -> CallReply {
-    let strs: Vec<_> = args.iter().map(|a| create_string(ctx, a)).collect();
-    let (reply, _) = call_argv(ctx, cmd.as_bytes(), "E", &strs);
-    for s in strs {
-        free_string(ctx, s);
-    }
-    reply
+    let mut flags = [0u8; 16];
+    flags[0] = b'E';
+    let args: Vec<CallArg> = args.iter().map(|a| CallArg::Bytes(a)).collect();
+    call_raw(ctx, cmd.as_bytes(), &flags, CallArgs::Mixed(&args)).0
 }
 
 pub mod reply {

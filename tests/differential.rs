@@ -580,13 +580,9 @@ fn keys_and_args_go_to_calls_by_reference_from_8_1() {
          server.call('set', k[1], a[1]) return server.call('get', k[1]) end)",
     ]);
     let shared = |c: &mut common::Conn| -> i64 {
-        let info = c.cmd(&["INFO", "rfunc"]).as_str();
-        info.lines()
-            .find_map(|l| l.strip_prefix("rfunc_test_args_by_reference:"))
-            .expect("test builds report rfunc_test_args_by_reference")
-            .trim()
+        common::info_field(c, "rfunc", "rfunc_test_args_by_reference")
             .parse()
-            .unwrap()
+            .expect("test builds report rfunc_test_args_by_reference")
     };
     let before = shared(&mut c);
     // key twice (SET, GET), value once; "12" is integer-like: shared only where calls hold their arguments (9.1).

@@ -128,6 +128,7 @@ fn run(ctx: Ctx, raw_argv: Raw, argv: &[&[u8]], read_only_cmd: bool) {
         let (keys, args) = rest.split_at(numkeys as usize);
         let callback = found.function.callback;
         let cluster = ctx_flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0;
+        let host = host::get();
         let mut run = RunCtx {
             ctx,
             function_ptr: found.function.name.as_str(),
@@ -153,12 +154,12 @@ fn run(ctx: Ctx, raw_argv: Raw, argv: &[&[u8]], read_only_cmd: bool) {
             busy_reported: false,
             filter_armed: false,
             // The caller's strings go to calls by reference only where that is invisible (see caller_string).
-            raw_argv: if host::get().stores_copies_of_arguments() {
+            raw_argv: if host.stores_copies_of_arguments() {
                 raw_argv
             } else {
                 ptr::null_mut()
             },
-            hold_args: host::get().calls_hold_arguments(),
+            hold_args: host.calls_hold_arguments(),
             lua_args: [ptr::null(); engine::LUA_ARGS],
             lua_args_len: 0,
         };
